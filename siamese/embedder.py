@@ -1,0 +1,406 @@
+"""The sklearn-style front door of the Siamese stage: :class:`SiameseEmbedder`."""
+
+from __future__ import annotations
+
+import copy
+import json
+import numbers
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.utils.validation import check_is_fitted
+from tqdm.auto import tqdm
+
+from graphclust.utils import (
+    GraphclustError,
+    atomic_path,
+    check_features,
+    check_random_state,
+    prepare_output,
+    resolve_device,
+    torch_generator,
+)
+
+from .losses import ContrastiveLoss
+from .networks import MLPEmbedding
+from .pairs import KNNPairMiner, PairBatch
+
+__all__ = ["SiameseEmbedder"]
+
+_FORMAT = "graphclust.siamese.SiameseEmbedder"
+_FORMAT_VERSION = 1
+_META_KEY = "graphclust"
+_TRANSFORM_ROWS = 4096  # rows per forward pass in transform()
+
+
+def _check_number(name: str, value: Any, *, integer: bool = False, low: float = 0.0,
+                  strict: bool = True, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    kind = numbers.Integral if integer else numbers.Real
+    ok = not isinstance(value, bool) and isinstance(value, kind) and np.isfinite(value)
+    ok = ok and (value > low if strict else value >= low)
+    if not ok:
+        what = "an integer" if integer else "a number"
+        bound = f"> {low:g}" if strict else f">= {low:g}"
+        none = " or None" if allow_none else ""
+        raise GraphclustError(f"{name} must be {what} {bound}{none}, got {value!r}")
+
+
+class SiameseEmbedder(TransformerMixin, BaseEstimator):
+    """Learn an embedding where input-space neighbours are close (DGG's Siamese stage).
+
+    Pairs from a miner (default :class:`~siamese.KNNPairMiner`: kNN positives,
+    random negatives) train a shared :class:`~siamese.MLPEmbedding` with the
+    :class:`~siamese.ContrastiveLoss`; Adam with weight decay and a StepLR
+    schedule, as in DGG. A kNN graph is then typically built on ``transform(X)``.
+
+    Parameters
+    ----------
+    hidden : sequence of int, default (500, 500, 2000)
+        Hidden widths of the MLP (DGG: D-500-500-2000-10).
+    out_dim : int, default 10
+        Embedding dimension.
+    margin : float, default 3.0
+        Contrastive margin.
+    miner : PairMiner, optional
+        Object with ``prepare(X)`` and ``sample(n_pairs, generator) -> PairBatch``;
+        it is copied, never modified. Default ``KNNPairMiner(n_neighbors=10, neg_per_pos=1)``.
+    n_epochs : int, default 10
+        Passes over ``pairs_per_epoch`` pairs (DGG trains longer; 10 suits a laptop CPU).
+    pairs_per_epoch : int, optional
+        Pairs drawn per epoch; default: the miner's natural epoch (one positive per
+        point plus its negatives, i.e. ``2 * n_samples`` for the default miner).
+    batch_size : int, default 256
+        Pairs per optimiser step.
+    lr, weight_decay : float, default 5e-4, 1e-4
+        Adam settings.
+    lr_step, lr_gamma : int, float, default 70, 0.1
+        Multiply the learning rate by ``lr_gamma`` every ``lr_step`` epochs.
+    activation : str, default "relu"
+        Hidden activation (see :data:`siamese.networks.ACTIVATIONS`).
+    batch_norm : bool, default False
+        Batch normalisation after each hidden layer.
+    device : str, default "auto"
+        Torch device for training and transform (CUDA when available).
+    random_state : int, numpy Generator or None
+        Seeds the weight initialisation and the pair sampling (local generators only).
+    verbose : bool, default True
+        Show a progress bar over epochs with the current loss.
+
+    Attributes
+    ----------
+    network_ : MLPEmbedding
+        The trained network (in eval mode).
+    miner_ : PairMiner
+        The prepared copy of the miner (e.g. ``miner_.neighbors_``).
+    history_ : list of float
+        Mean training loss per epoch.
+    n_features_in_ : int
+        Number of input features seen in :meth:`fit`.
+
+    Examples
+    --------
+    >>> emb = SiameseEmbedder(n_epochs=5, random_state=0).fit(X)   # doctest: +SKIP
+    >>> Z = emb.transform(X)                                       # (n_samples, 10) float32
+    """
+
+    def __init__(
+        self,
+        hidden: Sequence[int] = (500, 500, 2000),
+        out_dim: int = 10,
+        margin: float = 3.0,
+        miner: Any = None,
+        n_epochs: int = 10,
+        pairs_per_epoch: int | None = None,
+        batch_size: int = 256,
+        lr: float = 5e-4,
+        weight_decay: float = 1e-4,
+        lr_step: int = 70,
+        lr_gamma: float = 0.1,
+        activation: str = "relu",
+        batch_norm: bool = False,
+        device: str = "auto",
+        random_state: int | np.random.Generator | None = None,
+        verbose: bool = True,
+    ) -> None:
+        self.hidden = hidden
+        self.out_dim = out_dim
+        self.margin = margin
+        self.miner = miner
+        self.n_epochs = n_epochs
+        self.pairs_per_epoch = pairs_per_epoch
+        self.batch_size = batch_size
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.lr_step = lr_step
+        self.lr_gamma = lr_gamma
+        self.activation = activation
+        self.batch_norm = batch_norm
+        self.device = device
+        self.random_state = random_state
+        self.verbose = verbose
+
+    # ------------------------------------------------------------------ fitting
+    def _validate_params(self) -> None:
+        _check_number("margin", self.margin)
+        _check_number("n_epochs", self.n_epochs, integer=True)
+        _check_number("pairs_per_epoch", self.pairs_per_epoch, integer=True, allow_none=True)
+        _check_number("batch_size", self.batch_size, integer=True)
+        _check_number("lr", self.lr)
+        _check_number("weight_decay", self.weight_decay, strict=False)
+        _check_number("lr_step", self.lr_step, integer=True)
+        _check_number("lr_gamma", self.lr_gamma)
+        if self.miner is not None and not (
+            callable(getattr(self.miner, "prepare", None)) and callable(getattr(self.miner, "sample", None))
+        ):
+            raise GraphclustError(
+                f"miner must have prepare(X) and sample(n_pairs, generator) methods (see "
+                f"siamese.pairs), got {type(self.miner).__name__}"
+            )
+
+    def fit(self, X: Any, y: Any = None) -> "SiameseEmbedder":
+        """Train the network on pairs mined from ``X``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Training data (kept on ``device`` for the whole fit; pairs index into it).
+        y : ignored
+            Present for API compatibility; use ``LabelPairMiner`` for labels.
+
+        Returns
+        -------
+        self
+        """
+        self._validate_params()
+        X = check_features(X)
+        dev = resolve_device(self.device)
+        rng = check_random_state(self.random_state)
+        init_gen, pair_gen = torch_generator(rng), torch_generator(rng)
+
+        network = MLPEmbedding(
+            X.shape[1], self.hidden, self.out_dim, self.activation, self.batch_norm,
+            generator=init_gen,
+        ).to(dev)
+        miner = KNNPairMiner(device=self.device) if self.miner is None else copy.deepcopy(self.miner)
+        miner.prepare(X)
+
+        loss_fn = ContrastiveLoss(self.margin)
+        optimizer = torch.optim.Adam(network.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=self.lr_step, gamma=self.lr_gamma)
+        Xt = torch.from_numpy(X).to(dev)
+
+        history: list[float] = []
+        bar = tqdm(range(int(self.n_epochs)), desc="siamese", unit="epoch", disable=not self.verbose)
+        for epoch in bar:
+            pairs = miner.sample(self.pairs_per_epoch, pair_gen)
+            if not isinstance(pairs, PairBatch):
+                pairs = PairBatch(*pairs)
+            order = torch.randperm(pairs.n_pairs, generator=pair_gen)
+            pairs = pairs.select(order).to(dev)
+            loss = _train_epoch(network, loss_fn, optimizer, Xt, pairs, int(self.batch_size))
+            if not np.isfinite(loss):
+                raise GraphclustError(
+                    f"the contrastive loss became {loss} in epoch {epoch + 1}; lower lr "
+                    f"(now {self.lr:g}) or scale X (e.g. to [0, 1])"
+                )
+            scheduler.step()
+            history.append(loss)
+            bar.set_postfix(loss=f"{loss:.4f}")
+
+        network.eval()
+        self.network_ = network
+        self.miner_ = miner
+        self.history_ = history
+        self.n_features_in_ = int(X.shape[1])
+        return self
+
+    # ------------------------------------------------------------------ inference
+    def transform(self, X: Any) -> np.ndarray:
+        """Embed ``X``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        numpy.ndarray of shape (n_samples, out_dim), float32
+        """
+        check_is_fitted(self, "network_")
+        X = check_features(X, min_samples=1)
+        if X.shape[1] != self.n_features_in_:
+            raise GraphclustError(
+                f"X has {X.shape[1]} features but this SiameseEmbedder was fitted on "
+                f"{self.n_features_in_}; pass data with the same columns as in fit"
+            )
+        net = self.network_
+        dev = next(net.parameters()).device
+        out = np.empty((X.shape[0], net.out_dim), dtype=np.float32)
+        was_training = net.training
+        net.eval()
+        try:
+            with torch.no_grad():
+                for start in range(0, X.shape[0], _TRANSFORM_ROWS):
+                    rows = torch.from_numpy(X[start:start + _TRANSFORM_ROWS]).to(dev)
+                    out[start:start + rows.shape[0]] = net(rows).float().cpu().numpy()
+        finally:
+            net.train(was_training)
+        return out
+
+    def fit_transform(self, X: Any, y: Any = None) -> np.ndarray:
+        """``fit(X).transform(X)``."""
+        return self.fit(X, y).transform(X)
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path: str | Path, overwrite: bool = True) -> Path:
+        """Write the fitted network to a ``.safetensors`` file (no pickle).
+
+        The weights are the tensors; the hyperparameters, ``n_features_in_`` and
+        ``history_`` are JSON in the file's metadata. The file is written
+        atomically (a temporary file renamed on success).
+
+        Parameters
+        ----------
+        path : path-like
+            Destination, conventionally ``*.safetensors``.
+        overwrite : bool, default True
+            When False, refuse to replace an existing file.
+
+        Returns
+        -------
+        pathlib.Path
+        """
+        from safetensors.torch import save_file
+
+        check_is_fitted(self, "network_")
+        path = prepare_output(path, force=overwrite)
+        if not isinstance(self.activation, str):
+            raise GraphclustError(
+                "only networks with a named activation (e.g. 'relu') can be saved; "
+                f"got {self.activation!r}"
+            )
+        params = self.get_params(deep=False)
+        params["hidden"] = [int(h) for h in params["hidden"]]
+        params["device"] = str(params["device"])
+        params.pop("miner")
+        rs = params["random_state"]
+        params["random_state"] = int(rs) if isinstance(rs, (int, np.integer)) else None
+        doc = {
+            "format": _FORMAT,
+            "format_version": _FORMAT_VERSION,
+            "params": params,
+            "miner": repr(self.miner_),
+            "n_features_in": self.n_features_in_,
+            "history": [float(v) for v in self.history_],
+        }
+        tensors = {k: v.detach().cpu().contiguous() for k, v in self.network_.state_dict().items()}
+        with atomic_path(path) as tmp:
+            save_file(tensors, str(tmp), metadata={_META_KEY: json.dumps(doc)})
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, device: str = "auto") -> "SiameseEmbedder":
+        """Restore an embedder written by :meth:`save`.
+
+        Parameters
+        ----------
+        path : path-like
+            A file written by :meth:`save`.
+        device : str, default "auto"
+            Device for the restored network.
+
+        Returns
+        -------
+        SiameseEmbedder
+            Fitted; ``transform`` gives the same embeddings as before saving.
+            ``miner`` is None and ``miner_`` is not set (the saved file describes the
+            miner in its metadata only; pass a miner to refit).
+
+        Raises
+        ------
+        GraphclustError
+            When the file is missing, is not a safetensors file, or was not
+            written by :meth:`save`.
+        """
+        from safetensors import safe_open
+
+        path = Path(path)
+        if not path.is_file():
+            raise GraphclustError(f"cannot load {path}: no such file")
+        try:
+            with safe_open(str(path), framework="pt", device="cpu") as f:
+                metadata = f.metadata() or {}
+                tensors = {k: f.get_tensor(k) for k in f.keys()}
+        except Exception as exc:  # the parser raises several types for damaged files
+            raise GraphclustError(
+                f"cannot load {path}: not a readable safetensors file ({exc}); was it written by "
+                "SiameseEmbedder.save and copied completely?"
+            ) from exc
+        try:
+            doc = json.loads(metadata[_META_KEY])
+            if doc.get("format") != _FORMAT:
+                raise KeyError("format")
+            version = int(doc["format_version"])
+            params = dict(doc["params"])
+            n_features = int(doc["n_features_in"])
+            history = [float(v) for v in doc.get("history", [])]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise GraphclustError(
+                f"cannot load {path}: it is a safetensors file but not one written by "
+                "SiameseEmbedder.save (missing or malformed graphclust metadata)"
+            ) from exc
+        if version > _FORMAT_VERSION:
+            raise GraphclustError(
+                f"cannot load {path}: it uses format version {version}, this graphclust reads up "
+                f"to {_FORMAT_VERSION}; upgrade graphclust"
+            )
+
+        known = cls().get_params(deep=False)
+        params = {k: v for k, v in params.items() if k in known and k != "miner"}
+        params["hidden"] = tuple(params.get("hidden", known["hidden"]))
+        params["device"] = device
+        est = cls(**params)
+        dev = resolve_device(device)
+        try:
+            net = MLPEmbedding(
+                n_features, est.hidden, est.out_dim, est.activation, est.batch_norm,
+                generator=torch.Generator(),  # overwritten below; keeps the global RNG untouched
+            )
+            net.load_state_dict(tensors, strict=True)
+        except (RuntimeError, GraphclustError) as exc:
+            raise GraphclustError(
+                f"cannot load {path}: its weights do not match the saved network description ({exc})"
+            ) from exc
+        est.network_ = net.to(dev).eval()
+        est.history_ = history
+        est.n_features_in_ = n_features
+        return est
+
+
+def _train_epoch(
+    network: torch.nn.Module,
+    loss_fn: ContrastiveLoss,
+    optimizer: torch.optim.Optimizer,
+    X: torch.Tensor,
+    pairs: PairBatch,
+    batch_size: int,
+) -> float:
+    """One pass over ``pairs`` (already shuffled, on X's device); returns the mean loss."""
+    network.train()
+    total = torch.zeros((), dtype=torch.float64, device=X.device)
+    for start in range(0, pairs.n_pairs, batch_size):
+        batch = pairs.select(slice(start, start + batch_size))
+        b = batch.n_pairs
+        # both arms in one forward pass (shared weights, shared batch-norm statistics)
+        emb = network(X[torch.cat([batch.left, batch.right])])
+        loss = loss_fn(emb[:b], emb[b:], batch.target)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total += loss.detach().double() * b
+    return float(total) / pairs.n_pairs
