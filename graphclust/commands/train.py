@@ -1,0 +1,281 @@
+"""``graphclust train``: fit DGG or VaDE on a data set into a resumable run folder.
+
+A run folder holds::
+
+    config.json          settings, seed, data summary, package versions (written at start;
+                         ``graph``: the graph to inspect the run on, set when finished)
+    checkpoints/         stage artifacts (ae, init, graph, pretrained head), per-epoch
+                         checkpoint.pt, final model.safetensors
+    log.jsonl            one JSON line per training epoch (loss, lr, ACC/NMI/ARI with labels)
+    labels.npy           one cluster per row of DATA (int64)
+    inspection.npz       soft assignments, latent means, learned affinity on the graph's edges
+                         (see graphclust.inspect.interface)
+    metrics.json         final ACC/NMI/ARI (with labels), wall time per stage
+
+Without ``--graph``, DGG builds its kNN graph on the pretrained autoencoder's latent means
+(``--graph-space input`` for the data itself); VaDE trains without a graph, and for
+inspection only a kNN graph of its final latent means is saved as
+``checkpoints/latent_graph.npz``.
+
+``--resume`` reuses finished stages and continues training from the last checkpoint; the
+result equals an uninterrupted run. An existing folder is never overwritten without
+``--force``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from graphclust.utils import (
+    GraphclustError,
+    atomic_path,
+    prepare_output,
+    versions,
+    write_json,
+)
+
+MODELS = ("dgg", "vade")
+#: config keys that may change between a run and its resumption
+_RESUMABLE = {"epochs", "device"}
+
+
+def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "train",
+        help="train a clustering model (DGG, VaDE) into a run folder",
+        description=(
+            "Pretrain an autoencoder, initialise a Gaussian mixture in its latent space and train "
+            "DGG (with a kNN graph) or VaDE (without) on DATA: a dataset name (mnist, 20news, "
+            "coil20, digits, ...) or a .npz/.npy/.csv file. Without --graph, DGG builds a kNN "
+            "graph on the pretrained autoencoder's latent means."
+        ),
+    )
+    p.add_argument("data", help="dataset name or path to .npz / .npy / .csv")
+    p.add_argument("--model", choices=MODELS, default="dgg", help="model to train (default dgg)")
+    p.add_argument("-o", "--output", required=True, help="run folder, e.g. runs/mnist-dgg")
+    p.add_argument("--n-clusters", type=int, default=None,
+                   help="number of clusters (default: number of label classes)")
+    p.add_argument("--graph", default=None,
+                   help="kNN graph .npz of DATA from `graphclust build-graph` (default: DGG builds "
+                        "one on the AE latent; VaDE uses a given graph for affinity reports only)")
+    p.add_argument("--epochs", type=int, default=30, help="training epochs (default 30)")
+    p.add_argument("--pretrain-epochs", type=int, default=20,
+                   help="autoencoder pretraining epochs (default 20)")
+    p.add_argument("--batch-size", type=int, default=256, help="anchors per batch (default 256)")
+    p.add_argument("--lr", type=float, default=5e-4, help="learning rate (default 5e-4; the paper used 2e-3 from scratch)")
+    p.add_argument("--n-neighbors", type=int, default=20,
+                   help="neighbours of the graph DGG builds when --graph is not given (default 20)")
+    p.add_argument("--neighbor-sample", default="1",
+                   help="neighbours sampled per anchor and batch, or 'all' (default 1)")
+    p.add_argument("--graph-space", choices=("latent", "input"), default="latent",
+                   help="where DGG builds its graph without --graph (default: AE latent means)")
+    p.add_argument("--pi-update", choices=("epoch", "batch"), default="epoch",
+                   help="node mixing weights recomputed once per epoch (default) or per batch")
+    p.add_argument("--init", choices=("gmm", "umap"), default="gmm",
+                   help="latent clustering that starts the model: diagonal GMM (default) or "
+                        "UMAP + full GMM (N2D recipe, needs umap-learn)")
+    p.add_argument("--posterior", choices=("head", "gmm"), default="head",
+                   help="cluster posterior: classifier head (default) or GMM posterior")
+    p.add_argument("--latent-dim", type=int, default=10, help="latent dimension (default 10)")
+    p.add_argument("--hidden", default="500,500,2000",
+                   help="encoder widths, comma separated (default 500,500,2000)")
+    p.add_argument("--data-dir", default=None,
+                   help="folder with benchmark files (default: $GRAPHCLUST_DATA_DIR or ~/.cache/graphclust)")
+    p.add_argument("--download", action="store_true", help="download a named dataset when missing")
+    p.add_argument("--max-samples", type=int, default=None, help="use only the first N rows")
+    p.add_argument("--seed", type=int, default=0, help="random seed of the whole run (default 0)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in the output folder (finished stages are reused)")
+    p.add_argument("--force", action="store_true", help="delete an existing run folder and start over")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars or epoch lines")
+    return p
+
+
+def _parse_hidden(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise GraphclustError(f"--hidden must be comma-separated integers like 500,500,2000, got {text!r}")
+
+
+def _parse_sample(text: str) -> int | None:
+    if str(text).lower() == "all":
+        return None
+    try:
+        v = int(text)
+    except ValueError:
+        v = 0
+    if v < 1:
+        raise GraphclustError(f"--neighbor-sample must be a positive integer or 'all', got {text!r}")
+    return v
+
+
+def _settings(args: argparse.Namespace) -> dict[str, Any]:
+    keys = ("data", "model", "n_clusters", "graph", "epochs", "pretrain_epochs", "batch_size", "lr",
+            "n_neighbors", "neighbor_sample", "graph_space", "pi_update", "init", "posterior",
+            "latent_dim", "hidden", "max_samples", "seed", "device")
+    return {k: getattr(args, k) for k in keys}
+
+
+def _prepare_folder(out: Path, resume: bool, force: bool) -> bool:
+    """Check/clear the run folder; return True when an earlier run is resumed."""
+    config = out / "config.json"
+    if out.exists() and not out.is_dir():
+        raise GraphclustError(f"output {out} is a file, but a run folder is expected")
+    if out.exists() and resume:
+        if not config.exists():
+            raise GraphclustError(
+                f"{out} has no config.json, so it is not a run folder to resume; choose another -o"
+            )
+        return True
+    if out.exists() and force:
+        if any(out.iterdir()) and not config.exists():
+            raise GraphclustError(
+                f"{out} is not empty and is not a graphclust run folder (no config.json); "
+                "refusing to delete it with --force; choose another -o"
+            )
+        shutil.rmtree(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    prepare_output(out, force=False, is_dir=True)
+    return False
+
+
+def _write_log(path: Path, history: list[dict]) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in history))
+
+
+def run(args: argparse.Namespace) -> int:
+    from graphclust.data.loaders import load_dataset
+    from graphclust.estimators import DGG, VaDE
+    from graphclust.graph.graph import KNNGraph
+    from graphclust.inspect.interface import inspection_arrays, save_inspection
+    from graphclust.metrics import score_clustering
+    from graphclust.models.pipeline import KNNGraphBuilder
+
+    t_start = time.perf_counter()
+    out = Path(args.output)
+    hidden = _parse_hidden(args.hidden)
+    sample = _parse_sample(args.neighbor_sample)
+    if args.epochs < 0 or args.pretrain_epochs < 0:
+        raise GraphclustError("--epochs and --pretrain-epochs must be >= 0")
+    # refuse an existing folder before any work, but create it only once the data loaded
+    if out.exists() and not (args.resume or args.force):
+        prepare_output(out, force=False, is_dir=True)  # raises: exists already
+
+    t0 = time.perf_counter()
+    data = load_dataset(args.data, data_dir=args.data_dir, download=args.download,
+                        max_samples=args.max_samples)
+    load_s = time.perf_counter() - t0
+    X, y = data.X, data.y
+    if args.n_clusters is None:
+        if y is None:
+            raise GraphclustError(
+                f"{data.name} has no labels to count classes from; pass --n-clusters K"
+            )
+        args.n_clusters = int(np.unique(y).size)
+    graph = KNNGraph.load(args.graph) if args.graph else None
+    if graph is not None:
+        graph.check_matches(X)
+
+    resumed = _prepare_folder(out, args.resume, args.force)
+    settings = _settings(args)
+    config_path = out / "config.json"
+    if resumed:
+        old = json.loads(config_path.read_text())
+        diff = sorted(k for k in set(old["settings"]) | set(settings)
+                      if k not in _RESUMABLE and old["settings"].get(k) != settings.get(k))
+        if diff:
+            raise GraphclustError(
+                f"cannot resume {out}: settings differ from the original run ({', '.join(diff)}); "
+                "use the original settings, or --force to start over"
+            )
+    else:
+        out.mkdir()
+    ckpt_dir = out / "checkpoints"
+    ckpt_dir.mkdir(exist_ok=True)
+    config: dict[str, Any] = {
+        "command": "train",
+        "model": args.model,
+        "settings": settings,
+        "data": {"name": data.name, "source": data.source, "n_samples": int(X.shape[0]),
+                 "n_features": int(X.shape[1]), "likelihood": data.likelihood,
+                 "has_labels": y is not None},
+        "graph": str(Path(args.graph).resolve()) if args.graph else None,
+        "versions": versions(),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+    write_json(config_path, config)
+
+    log_path = out / "log.jsonl"
+
+    def log_epoch(record: dict, history: list) -> None:
+        _write_log(log_path, history)
+
+    common = dict(
+        n_clusters=args.n_clusters, latent_dim=args.latent_dim, hidden=hidden,
+        likelihood=data.likelihood, posterior=args.posterior, init=args.init,
+        n_epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+        pretrain_epochs=args.pretrain_epochs, checkpoint_dir=ckpt_dir, resume=resumed,
+        callbacks=[log_epoch], device=args.device, random_state=args.seed,
+        verbose=not args.quiet,
+    )
+    if args.model == "dgg":
+        graph_spec = graph if graph is not None else KNNGraphBuilder(
+            k=args.n_neighbors, space=args.graph_space)
+        model = DGG(graph=graph_spec, n_neighbors=args.n_neighbors, neighbor_sample=sample,
+                    pi_update=args.pi_update, **common)
+    else:
+        model = VaDE(graph=graph, **common)
+    model.fit(X, y)
+
+    # the graph the run is inspected on: the given one, the one DGG built, or (VaDE without
+    # --graph) a kNN graph of its final latent means, built here for inspection only
+    graph_used, graph_file = model.graph_, None
+    if args.graph:
+        graph_file = str(Path(args.graph).resolve())
+    elif graph_used is not None:
+        graph_file = "checkpoints/graph.npz"
+    else:
+        graph_used = KNNGraphBuilder(k=min(args.n_neighbors, X.shape[0] - 1))(
+            X, model.embedding_, args.device)
+        graph_used.save(ckpt_dir / "latent_graph.npz")
+        graph_file = "checkpoints/latent_graph.npz"
+    save_inspection(out, inspection_arrays(model, X, graph=graph_used, y=y))
+    with atomic_path(out / "labels.npy") as tmp, open(tmp, "wb") as fh:
+        np.save(fh, model.labels_)
+    _write_log(log_path, model.history_)
+    stage_times = {"load": {"seconds": load_s, "cached": False}, **model.stage_times_}
+    metrics: dict[str, Any] = {
+        "model": args.model,
+        "data": data.name,
+        "n_samples": int(X.shape[0]),
+        "n_clusters": int(args.n_clusters),
+        "epochs": len(model.history_),
+        "seed": args.seed,
+        "resumed": resumed,
+        "stage_times": stage_times,
+        "stage_seconds": {k: v["seconds"] for k, v in stage_times.items()},
+        "wall_time_s": time.perf_counter() - t_start,
+    }
+    if y is not None:
+        metrics["scores"] = score_clustering(y, model.labels_).as_dict()
+        metrics["init_scores"] = score_clustering(y, model.init_.labels).as_dict()
+    config["graph"] = graph_file  # read by `graphclust inspect`
+    config["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+    write_json(config_path, config)
+    write_json(out / "metrics.json", metrics)
+    if not args.quiet:
+        scores = metrics.get("scores")
+        extra = "" if scores is None else (
+            f": ACC {scores['acc']:.4f}  NMI {scores['nmi']:.4f}  ARI {scores['ari']:.4f}")
+        print(f"graphclust train: {args.model} on {data.name} done{extra}; run folder {out}")
+    return 0

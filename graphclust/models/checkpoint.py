@@ -1,0 +1,71 @@
+"""Checkpoints and stage artifacts, written atomically and loaded without arbitrary pickle.
+
+- Weights (stage artifacts, the final model): safetensors with a JSON metadata string.
+- Training state (model + optimizer + scheduler + RNG states + history): ``torch.save`` of
+  plain containers and tensors only, read back with ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, safe_open, save_file
+
+from graphclust.utils import GraphclustError, atomic_path
+
+__all__ = ["save_weights", "load_weights", "save_state", "load_state", "config_fingerprint"]
+
+
+def config_fingerprint(config: dict[str, Any]) -> str:
+    """A short, order-independent hash of a JSON-serialisable configuration."""
+    import hashlib
+
+    blob = json.dumps(config, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def save_weights(path: str | os.PathLike, state_dict: dict[str, torch.Tensor], meta: dict) -> Path:
+    """Save a state dict as safetensors (atomically) with ``meta`` as JSON metadata."""
+    path = Path(path)
+    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state_dict.items()}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={"graphclust": json.dumps(meta, default=str)})
+    return path
+
+
+def load_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict]:
+    """Load ``(state_dict, meta)`` saved by :func:`save_weights`."""
+    path = Path(path)
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            meta = json.loads((fh.metadata() or {}).get("graphclust", "{}"))
+        return load_file(str(path)), meta
+    except (SafetensorError, OSError, json.JSONDecodeError) as exc:
+        raise GraphclustError(
+            f"could not read {path} ({exc}); delete it (or rerun with --force) to recompute it"
+        ) from exc
+
+
+def save_state(path: str | os.PathLike, state: dict[str, Any]) -> Path:
+    """``torch.save`` a dict of tensors / numbers / strings / lists / dicts, atomically."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+    return path
+
+
+def load_state(path: str | os.PathLike) -> dict[str, Any]:
+    """Load a training state with ``weights_only=True`` (no arbitrary code on load)."""
+    path = Path(path)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickle errors come in many types
+        raise GraphclustError(
+            f"could not read checkpoint {path} ({type(exc).__name__}: {exc}); delete it (or rerun "
+            "with --force) to start the stage over"
+        ) from exc

@@ -1,0 +1,293 @@
+"""The DGG / VaDE training loop: subgraph batches -> node terms once -> DGGObjective.
+
+One function, :func:`train_dgg`, trains a :class:`~graphclust.models.mixture.GMVAE`:
+
+- with a graph: the DGG objective (design note sections 2-4) with node mixing weights
+  ``pi`` from :class:`~graphclust.nn.dgg.MixingPropagation`, either once per epoch over the
+  whole graph (one sparse matmul on ``gamma`` of the latent means; default) or per batch;
+- without a graph: batches without edges and the global mixing vector, i.e. the VaDE ELBO.
+
+Every epoch ends with one evaluation pass (``gamma`` from the latent means) that serves
+the labels, the metrics and the next ``pi``, and an atomic checkpoint (model, optimizer,
+scheduler, RNG states, ``pi``, history) from which a resumed run continues bit-for-bit.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from graphclust.graph.graph import KNNGraph
+from graphclust.metrics import score_clustering
+from graphclust.models.batching import NeighborBatches
+from graphclust.models.checkpoint import load_state, save_state
+from graphclust.models.mixture import GMVAE
+from graphclust.nn.dgg import PI_FLOOR, DGGObjective, MixingPropagation, mixing_matrix
+from graphclust.utils import GraphclustError
+
+__all__ = ["TrainConfig", "TrainResult", "train_dgg", "predict_gamma", "EpochCallback"]
+
+#: ``callback(record, history)`` after each epoch's checkpoint; raising stops training
+#: (the checkpoint of that epoch is complete, so a resumed run continues from it).
+EpochCallback = Callable[[dict, list], None]
+
+PI_UPDATES = ("epoch", "batch")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Hyper-parameters of the DGG / VaDE stage (design note section 6 defaults).
+
+    Attributes
+    ----------
+    n_epochs : int
+    batch_size : int
+        Anchors per batch.
+    lr, weight_decay : float
+        Adam.
+    lr_step, lr_gamma :
+        ``StepLR(step_size=lr_step, gamma=lr_gamma)``, stepped per epoch.
+    neighbor_sample : int or None
+        Neighbours drawn per anchor with probability ``w_ij``; ``None``: all neighbours.
+    n_neighbors : int or None
+        Use only each node's first ``n_neighbors`` graph neighbours.
+    self_weight : float
+        Self-loop weight (1/2 in DGG).
+    pi_update : {"epoch", "batch"}
+    eval_batch_size : int
+    """
+
+    n_epochs: int = 30
+    batch_size: int = 256
+    lr: float = 5e-4
+    weight_decay: float = 1e-4
+    lr_step: int = 10
+    lr_gamma: float = 0.9
+    neighbor_sample: int | None = 1
+    n_neighbors: int | None = None
+    self_weight: float = 0.5
+    pi_update: str = "epoch"
+    eval_batch_size: int = 4096
+
+    def validate(self) -> None:
+        if self.n_epochs < 0:
+            raise GraphclustError(f"n_epochs must be >= 0, got {self.n_epochs}")
+        if self.batch_size < 1:
+            raise GraphclustError(f"batch_size must be >= 1, got {self.batch_size}")
+        if not self.lr > 0:
+            raise GraphclustError(f"lr must be > 0, got {self.lr}")
+        if self.lr_step < 1 or not self.lr_gamma > 0:
+            raise GraphclustError("lr_step must be >= 1 and lr_gamma > 0")
+        if self.neighbor_sample is not None and self.neighbor_sample < 1:
+            raise GraphclustError(
+                f"neighbor_sample must be >= 1 or None (all neighbours), got {self.neighbor_sample}"
+            )
+        if not 0 < self.self_weight <= 1:
+            raise GraphclustError(f"self_weight must lie in (0, 1], got {self.self_weight}")
+        if self.pi_update not in PI_UPDATES:
+            raise GraphclustError(
+                f"unknown pi_update {self.pi_update!r}; expected one of {PI_UPDATES}"
+            )
+
+    def resume_key(self) -> dict[str, Any]:
+        """Everything but ``n_epochs`` (a run may be resumed to more epochs)."""
+        d = asdict(self)
+        d.pop("n_epochs")
+        d.pop("eval_batch_size")
+        return d
+
+
+class TrainResult(NamedTuple):
+    """Outcome of :func:`train_dgg`.
+
+    Attributes
+    ----------
+    gamma : Tensor of shape (n_samples, n_clusters)
+        ``q(c | x)`` from the latent means of the final model.
+    pi : Tensor of shape (n_samples, n_clusters) or None
+        Node mixing weights (None without a graph).
+    history : list of dict
+        One record per epoch.
+    """
+
+    gamma: torch.Tensor
+    pi: torch.Tensor | None
+    history: list
+
+
+@torch.no_grad()
+def predict_gamma(model: GMVAE, X: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
+    """``q(c | x)`` from the latent mean for every row, shape (n_samples, n_clusters)."""
+    was = model.training
+    model.eval()
+    out = torch.cat(
+        [model.log_gamma(X[s : s + batch_size]).exp() for s in range(0, X.shape[0], batch_size)]
+    )
+    model.train(was)
+    return out
+
+
+def _rng_state(gen: torch.Generator | None) -> torch.Tensor | None:
+    return None if gen is None else gen.get_state()
+
+
+def train_dgg(
+    model: GMVAE,
+    X: torch.Tensor,
+    graph: KNNGraph | None,
+    config: TrainConfig,
+    batch_generator: torch.Generator,
+    noise_generator: torch.Generator,
+    y: np.ndarray | None = None,
+    checkpoint: str | Path | None = None,
+    resume: bool = False,
+    fingerprint: str = "",
+    callbacks: Sequence[EpochCallback] = (),
+    verbose: bool = False,
+) -> TrainResult:
+    """Train ``model`` with the DGG objective over ``graph`` (or the VaDE ELBO without one).
+
+    Parameters
+    ----------
+    model : GMVAE
+        Pretrained; on ``X``'s device.
+    X : Tensor of shape (n_samples, n_features)
+    graph : KNNGraph or None
+    config : TrainConfig
+    batch_generator : torch.Generator
+        CPU generator of the shuffle and neighbour sampling.
+    noise_generator : torch.Generator
+        Generator (on ``X``'s device) of the reparameterisation noise.
+    y : ndarray of shape (n_samples,), optional
+        Only for logging ACC/NMI/ARI per epoch.
+    checkpoint : path, optional
+        Written (atomically) after every epoch.
+    resume : bool
+        Continue from ``checkpoint`` when it exists.
+    fingerprint : str
+        Identifies the run's settings; a checkpoint with another one is refused.
+    callbacks : sequence of callables
+        ``callback(record, history)`` after each epoch's checkpoint.
+    verbose : bool
+        Progress bars and one line per epoch.
+    """
+    config.validate()
+    device = X.device
+    objective = DGGObjective(model.likelihood, config.self_weight)
+    mixer = MixingPropagation(config.self_weight)
+    opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=config.lr_step, gamma=config.lr_gamma)
+    batches = NeighborBatches(
+        X, graph, config.batch_size,
+        sample=config.neighbor_sample, n_neighbors=config.n_neighbors, generator=batch_generator,
+    )
+    P = None
+    if graph is not None:
+        g = graph if config.n_neighbors is None else graph.topk(config.n_neighbors)
+        P = mixing_matrix(g, config.self_weight, device=device)
+
+    history: list[dict] = []
+    start = 0
+    pi: torch.Tensor | None = None
+    gamma: torch.Tensor | None = None
+    ckpt = None if checkpoint is None else Path(checkpoint)
+    if resume and ckpt is not None and ckpt.exists():
+        state = load_state(ckpt)
+        if state.get("fingerprint") != fingerprint:
+            raise GraphclustError(
+                f"checkpoint {ckpt} was written by a run with other settings or data; start over "
+                "(--force) or resume with the original settings"
+            )
+        start = int(state["epoch"])
+        if start > config.n_epochs:
+            raise GraphclustError(
+                f"checkpoint {ckpt} is at epoch {start}, beyond n_epochs={config.n_epochs}; "
+                "ask for at least that many epochs"
+            )
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        batch_generator.set_state(state["rng"]["batch"])
+        noise_generator.set_state(state["rng"]["noise"])
+        pi = None if state["pi"] is None else state["pi"].to(device)
+        gamma = state["gamma"].to(device)
+        history = list(state["history"])
+
+    if gamma is None:
+        gamma = predict_gamma(model, X, config.eval_batch_size)
+    if P is not None and pi is None:
+        pi = mixer(gamma, P)
+
+    model.train()
+    for epoch in range(start + 1, config.n_epochs + 1):
+        t0 = time.perf_counter()
+        total, seen = 0.0, 0
+        bar = tqdm(
+            batches, desc=f"epoch {epoch}/{config.n_epochs}", leave=False, disable=not verbose
+        )
+        for batch in bar:
+            B = batch.n_anchors
+            terms = model.node_terms(batch.x, sample=True, generator=noise_generator)
+            if graph is None:
+                log_pi = model.prior.log_weights().expand(batch.x.shape[0], -1)
+            elif config.pi_update == "epoch":
+                log_pi = pi[batch.node_ids].clamp_min(PI_FLOOR).log()
+            else:
+                pi_b = mixer(terms.gamma, batch.edge_index, batch.edge_weight, n_targets=B)
+                log_pi = torch.zeros_like(terms.gamma)
+                log_pi[:B] = pi_b.clamp_min(PI_FLOOR).log()
+            obj = objective(
+                batch.x, terms.recon, terms.latent_term, terms.gamma, log_pi,
+                batch.edge_index, batch.edge_weight, n_targets=B,
+            )
+            loss = -obj.mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += loss.item() * B
+            seen += B
+        sched.step()
+        train_s = time.perf_counter() - t0
+        prev = gamma.argmax(1)
+        gamma = predict_gamma(model, X, config.eval_batch_size)
+        if P is not None:  # used by the next epoch ("epoch" mode) and reported either way
+            pi = mixer(gamma, P)
+        labels = gamma.argmax(1)
+        record: dict[str, Any] = {
+            "epoch": epoch,
+            "loss": total / max(seen, 1),
+            "lr": float(opt.param_groups[0]["lr"]),
+            "changed": float((labels != prev).float().mean()),
+            "time_s": time.perf_counter() - t0,
+            "train_time_s": train_s,
+        }
+        if y is not None:
+            record.update(score_clustering(y, labels.cpu().numpy()).as_dict())
+        history.append(record)
+        if ckpt is not None:
+            save_state(ckpt, {
+                "format": 1,
+                "fingerprint": fingerprint,
+                "epoch": epoch,
+                "model": model.state_dict(),
+                "optimizer": opt.state_dict(),
+                "scheduler": sched.state_dict(),
+                "rng": {"batch": _rng_state(batch_generator), "noise": _rng_state(noise_generator)},
+                "pi": None if pi is None else pi.cpu(),
+                "gamma": gamma.cpu(),
+                "history": history,
+            })
+        if verbose:
+            scores = "".join(f" {k} {record[k]:.4f}" for k in ("acc", "nmi", "ari") if k in record)
+            tqdm.write(f"epoch {epoch}/{config.n_epochs}: loss {record['loss']:.4f}{scores} "
+                       f"({record['time_s']:.1f} s)")
+        for cb in callbacks:
+            cb(record, history)
+    return TrainResult(gamma, pi, history)

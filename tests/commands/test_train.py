@@ -1,0 +1,107 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from graphclust.cli import main
+from graphclust.graph.graph import build_knn_graph, data_fingerprint
+from graphclust.graph.knn import knn_torch
+from graphclust.inspect.inputs import load_inspection_input
+
+TINY = ["--hidden", "16", "--latent-dim", "2", "--pretrain-epochs", "10", "--batch-size", "32",
+        "--n-neighbors", "5", "-q"]
+
+
+def blobs(tmp_path, n=60, labels=True):
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1, 2], n // 3)
+    X = (rng.normal(size=(n, 5)) * 0.5 + 8 * np.eye(3, 5)[y]).astype(np.float32)
+    path = tmp_path / "blobs.npz"
+    np.savez(path, **({"X": X, "y": y} if labels else {"X": X}))
+    return path, X, y
+
+
+@pytest.mark.parametrize("model", ["dgg", "vade"])
+def test_train_writes_a_complete_run_folder(tmp_path, model):
+    path, _, _ = blobs(tmp_path)
+    out = tmp_path / "runs" / model
+    rc = main(["train", str(path), "--model", model, "-o", str(out), "--epochs", "2", *TINY])
+    assert rc == 0
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["settings"]["model"] == model and cfg["settings"]["n_clusters"] == 3  # from labels
+    labels = np.load(out / "labels.npy")
+    assert labels.shape == (60,) and labels.dtype == np.int64
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["scores"]["acc"] == 1.0
+    assert {"load", "pretrain_ae", "init", "head", "train"} <= set(metrics["stage_times"])
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in log] == [1, 2] and "acc" in log[0]
+    ckpt = torch.load(out / "checkpoints" / "checkpoint.pt", weights_only=True)
+    assert ckpt["epoch"] == 2
+    assert (out / "checkpoints" / "model.safetensors").is_file()
+    assert (out / "checkpoints" / "graph.npz").is_file() == (model == "dgg")
+    # the run can be inspected: learned affinity on the graph recorded in config.json
+    report = load_inspection_input(out)
+    assert report.kind == "run" and report.affinity.nnz == 60 * 5
+    np.testing.assert_array_equal(report.clusters, labels)
+    assert cfg["graph"] == ("checkpoints/graph.npz" if model == "dgg"
+                            else "checkpoints/latent_graph.npz")
+
+
+def test_refuses_to_overwrite_without_force(tmp_path, capsys):
+    path, _, _ = blobs(tmp_path)
+    out = tmp_path / "run"
+    assert main(["train", str(path), "-o", str(out), "--epochs", "1", *TINY]) == 0
+    before = (out / "config.json").read_text()
+    assert main(["train", str(path), "-o", str(out), "--epochs", "1", *TINY]) == 2
+    assert "--force" in capsys.readouterr().err
+    assert (out / "config.json").read_text() == before
+    assert main(["train", str(path), "-o", str(out), "--epochs", "1", "--seed", "3", "--force",
+                 *TINY]) == 0
+    assert json.loads((out / "config.json").read_text())["settings"]["seed"] == 3
+    # --force never deletes a folder that is not a run folder
+    other = tmp_path / "precious"
+    other.mkdir()
+    (other / "notes.txt").write_text("keep me")
+    assert main(["train", str(path), "-o", str(other), "--force", *TINY]) == 2
+    assert (other / "notes.txt").exists()
+
+
+def test_resume_continues_to_the_uninterrupted_result(tmp_path, capsys):
+    path, _, _ = blobs(tmp_path)
+    full, part = tmp_path / "full", tmp_path / "part"
+    assert main(["train", str(path), "-o", str(full), "--epochs", "3", *TINY]) == 0
+    assert main(["train", str(path), "-o", str(part), "--epochs", "1", *TINY]) == 0
+    assert main(["train", str(path), "-o", str(part), "--epochs", "3", "--resume", *TINY]) == 0
+    np.testing.assert_array_equal(np.load(part / "labels.npy"), np.load(full / "labels.npy"))
+    a = [json.loads(x)["loss"] for x in (full / "log.jsonl").read_text().splitlines()]
+    b = [json.loads(x)["loss"] for x in (part / "log.jsonl").read_text().splitlines()]
+    assert a == b
+    assert json.loads((part / "metrics.json").read_text())["stage_times"]["pretrain_ae"]["cached"]
+    # other settings cannot be resumed into the same folder
+    assert main(["train", str(path), "-o", str(part), "--epochs", "3", "--resume", "--lr", "0.1",
+                 *TINY]) == 2
+    assert "settings differ" in capsys.readouterr().err
+
+
+def test_given_graph_and_missing_cluster_count(tmp_path, capsys):
+    path, X, _ = blobs(tmp_path)
+    g = build_knn_graph(X, 5, knn=knn_torch(X, 5), meta={"data_fingerprint": data_fingerprint(X)})
+    g.save(tmp_path / "g.npz")
+    out = tmp_path / "with_graph"
+    assert main(["train", str(path), "-o", str(out), "--graph", str(tmp_path / "g.npz"),
+                 "--epochs", "1", *TINY]) == 0
+    assert not (out / "checkpoints" / "graph.npz").exists()  # the given graph was used
+    bad = build_knn_graph(X[:30], 5, knn=knn_torch(X[:30], 5))
+    bad.save(tmp_path / "bad.npz")
+    assert main(["train", str(path), "-o", str(tmp_path / "r2"), "--graph",
+                 str(tmp_path / "bad.npz"), *TINY]) == 2
+    assert "other data" in capsys.readouterr().err
+    assert not (tmp_path / "r2").exists()  # nothing half-written
+    nolab, _, _ = blobs(tmp_path, labels=False)
+    assert main(["train", str(nolab), "-o", str(tmp_path / "r3"), *TINY]) == 2
+    assert "--n-clusters" in capsys.readouterr().err
+    assert main(["train", str(nolab), "-o", str(tmp_path / "r3"), "--n-clusters", "3",
+                 "--epochs", "1", *TINY]) == 0
+    assert "scores" not in json.loads((tmp_path / "r3" / "metrics.json").read_text())

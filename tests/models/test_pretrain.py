@@ -1,0 +1,123 @@
+import numpy as np
+import pytest
+import torch
+
+from graphclust.metrics import cluster_acc
+from graphclust.models.mixture import build_gmvae
+from graphclust.models.pretrain import (
+    GMMInit,
+    LabelsInit,
+    UMAPGMMInit,
+    apply_init,
+    latent_means,
+    moments_from_labels,
+    pretrain_autoencoder,
+    pretrain_head,
+)
+from graphclust.nn.likelihood import BernoulliLikelihood
+from graphclust.utils import GraphclustError
+
+
+def binary_blobs(n=90, d=12, seed=0):
+    """Three prototypes in [0, 1] with pixel noise."""
+    rng = np.random.default_rng(seed)
+    protos = (rng.random((3, d)) > 0.5).astype(np.float32)
+    y = np.repeat(np.arange(3), n // 3)
+    X = np.clip(protos[y] + rng.normal(0, 0.1, (n, d)), 0, 1).astype(np.float32)
+    return X, y
+
+
+def test_autoencoder_loss_decreases_and_is_reproducible():
+    X, _ = binary_blobs()
+    Xt = torch.from_numpy(X)
+
+    def run():
+        m = build_gmvae(12, 3, BernoulliLikelihood(), latent_dim=2, hidden=(8,),
+                        generator=torch.Generator().manual_seed(0))
+        losses = pretrain_autoencoder(m, Xt, epochs=15, batch_size=16, lr=1e-2, noise=0.1,
+                                      generator=torch.Generator().manual_seed(1))
+        return m, losses
+
+    m1, l1 = run()
+    m2, l2 = run()
+    assert l1[-1] < l1[0]
+    assert l1 == l2
+    torch.testing.assert_close(latent_means(m1, Xt), latent_means(m2, Xt))
+
+
+def test_moments_from_labels_by_hand_and_empty_cluster():
+    Z = np.array([[0.0, 0.0], [2.0, 0.0], [10.0, 4.0]])
+    r = moments_from_labels(Z, np.array([0, 0, 1]), 3, min_var=0.0)
+    np.testing.assert_allclose(r.means[0], [1, 0])
+    np.testing.assert_allclose(r.variances[0], [1, 0])
+    np.testing.assert_allclose(r.means[1], [10, 4])
+    assert r.weights[2] < 1e-2 and r.weights.sum() == pytest.approx(1)
+    np.testing.assert_allclose(r.means[2], Z.mean(0), rtol=1e-6)
+
+
+def test_gmm_and_labels_init_on_separated_latents():
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1, 2], 30)
+    Z = rng.normal(0, 0.2, (90, 2)) + np.array([[0, 0], [5, 0], [0, 5]])[y]
+    r = GMMInit()(Z, 3, random_state=123456789012345)
+    assert cluster_acc(y, r.labels) == 1.0
+    assert r.means.shape == r.variances.shape == (3, 2) and r.weights.sum() == pytest.approx(1)
+    again = GMMInit()(Z, 3, random_state=123456789012345)
+    np.testing.assert_array_equal(r.labels, again.labels)
+    r2 = LabelsInit(y)(Z, 3, 0)
+    np.testing.assert_array_equal(r2.labels, y)
+    with pytest.raises(GraphclustError, match="labels"):
+        LabelsInit(y[:10])(Z, 3, 0)
+    assert "UMAPGMMInit(n_components=10" in repr(UMAPGMMInit())
+
+
+def test_apply_init_and_head_learns_the_labels():
+    rng = np.random.default_rng(1)
+    y = np.repeat([0, 1, 2], 20)
+    Z = torch.from_numpy((rng.normal(0, 0.3, (60, 2)) + np.array([[0, 0], [4, 0], [0, 4]])[y])
+                         .astype(np.float32))
+    m = build_gmvae(6, 3, BernoulliLikelihood(), latent_dim=2, hidden=(4,),
+                    generator=torch.Generator().manual_seed(0))
+    init = moments_from_labels(Z.numpy(), y, 3)
+    apply_init(m, init, logvar_ratio=0.1)
+    torch.testing.assert_close(m.prior.means.detach(), torch.from_numpy(init.means))
+    _, logvar = m.encoder(torch.rand(2, 6))
+    torch.testing.assert_close(logvar, torch.full_like(logvar, float(np.log(0.1 * init.variances.mean()))))
+    acc = pretrain_head(m.posterior, Z, y)
+    assert acc == 1.0
+    pred = m.posterior.log_gamma(Z, Z, None).argmax(1).numpy()
+    assert (pred == y).all()
+    # an empty cluster stays empty; two clusters use the binary form
+    y2 = np.where(y == 2, 1, 0)
+    assert pretrain_head(m.posterior, Z, y2) == 1.0
+    proba = m.posterior.log_gamma(Z, Z, None).exp()
+    assert (proba[:, 2] < 1e-6).all()
+    assert (proba.argmax(1).numpy() == y2).all()
+
+
+def test_umap_init_plumbing_with_a_stand_in_reducer(monkeypatch):
+    """UMAP itself is slow to import (numba); check the recipe around it with a stand-in."""
+    import sys
+    import types
+
+    calls = {}
+
+    class FakeUMAP:
+        def __init__(self, **kwargs):
+            calls.update(kwargs)
+
+        def fit_transform(self, Z):
+            return Z[:, :2] * 10  # any embedding that keeps the clusters
+
+    monkeypatch.setitem(sys.modules, "umap", types.SimpleNamespace(UMAP=FakeUMAP))
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1, 2], 30)
+    Z = (rng.normal(0, 0.2, (90, 3)) + np.array([[0, 0, 0], [5, 0, 0], [0, 5, 0]])[y]).astype(np.float32)
+    r = UMAPGMMInit(n_components=10, n_neighbors=15)(Z, 3, random_state=2**40 + 3)
+    assert cluster_acc(y, r.labels) == 1.0
+    assert calls["n_components"] == 10 and calls["n_neighbors"] == 15 and calls["min_dist"] == 0.0
+    assert 0 <= calls["random_state"] < 2**31
+    assert r.means.shape == r.variances.shape == (3, 3)  # moments in the latent space
+    monkeypatch.setitem(sys.modules, "umap", None)  # not installed
+    with pytest.raises(GraphclustError, match="umap-learn"):
+        UMAPGMMInit()(Z, 3, random_state=0)
