@@ -170,12 +170,9 @@ class _BaseMiner:
 
 def _default_knn(X: np.ndarray, k: int, method: str, device: str):
     # imported lazily: the faiss dispatch lives beside the torch reference
-    from graphclust.graph.knn import knn_search, knn_torch
+    from graphclust.graph.knn import knn_search
 
-    try:
-        return knn_search(X, k, method=method, device=device)
-    except NotImplementedError:
-        return knn_torch(X, k, device=device)
+    return knn_search(X, k, method=method, device=device)
 
 
 # --------------------------------------------------------------------------- miners

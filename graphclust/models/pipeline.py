@@ -87,16 +87,6 @@ class PretrainConfig:
             raise GraphclustError("lr, head_C and logvar_ratio must be > 0")
 
 
-def _knn_graph(Z: np.ndarray, k: int, kernel: str, method: str, device: str, meta: dict) -> KNNGraph:
-    try:
-        return build_knn_graph(Z, k, kernel=kernel, method=method, device=device, meta=meta)
-    except NotImplementedError:  # knn_search not wired yet: the exact torch reference
-        from graphclust.graph.knn import knn_torch
-
-        knn = knn_torch(Z, k)
-        return build_knn_graph(Z, k, kernel=kernel, knn=knn, meta=meta)
-
-
 class KNNGraphBuilder:
     """Build the training graph inside the pipeline.
 
@@ -130,7 +120,7 @@ class KNNGraphBuilder:
             )
         Z = latent if self.space == "latent" else X
         meta = {"data_fingerprint": data_fingerprint(X), "space": self.space, "built_by": repr(self)}
-        return _knn_graph(Z, self.k, self.kernel, self.method, device, meta)
+        return build_knn_graph(Z, self.k, kernel=self.kernel, method=self.method, device=device, meta=meta)
 
 
 class FitResult(NamedTuple):
