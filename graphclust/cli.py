@@ -14,6 +14,7 @@ SUBCOMMANDS = {
     "train": "train",
     "inspect": "inspect",
     "datasets": "datasets",
+    "train-chigac": "train_chigac",  # also registers cluster-chigac
 }
 
 
