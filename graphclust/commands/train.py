@@ -1,4 +1,8 @@
-"""``graphclust train``: fit DGG or VaDE on a data set into a resumable run folder.
+"""``graphclust train``: fit a clustering model on a data set into a resumable run folder.
+
+Models (``--model``): ``dgg`` (default), ``vade``, ``gmvae`` (the slides' GMVAE: q(z|y,x),
+VIMCO, std annealing), ``kdvae`` and ``kdae`` (k encoder/decoder pairs), ``vcami``
+(augmented mutual information), ``aegmm`` (autoencoder + Gaussian mixture baseline).
 
 A run folder holds::
 
@@ -16,6 +20,12 @@ Without ``--graph``, DGG builds its kNN graph on the pretrained autoencoder's la
 (``--graph-space input`` for the data itself); VaDE trains without a graph, and for
 inspection only a kNN graph of its final latent means is saved as
 ``checkpoints/latent_graph.npz``.
+
+``gmvae``, ``kdvae``, ``kdae`` and ``vcami`` take DGG's neighbour term as a plug-in graph
+regulariser (``graphclust.models.regularizer.GraphRegularizer``): with ``--graph FILE`` they
+train on that graph, with ``--regularize`` on a graph built like DGG's; ``--graph-weight``
+is the neighbours' share of each node's objective. ``vade`` and ``aegmm`` use a given graph
+for inspection only.
 
 ``--resume`` reuses finished stages and continues training from the last checkpoint; the
 result equals an uninterrupted run. An existing folder is never overwritten without
@@ -41,20 +51,27 @@ from graphclust.utils import (
     write_json,
 )
 
-MODELS = ("dgg", "vade")
+MODELS = ("dgg", "vade", "gmvae", "kdvae", "kdae", "vcami", "aegmm")
+#: models that train with the plug-in graph regulariser when given a graph
+_REGULARIZABLE = ("gmvae", "kdvae", "kdae", "vcami")
 #: config keys that may change between a run and its resumption
 _RESUMABLE = {"epochs", "device"}
+#: settings added after the first release, with the value a run folder without them implied
+_LATER_DEFAULTS = {"regularize": False, "graph_weight": 0.5, "vimco_samples": 15,
+                   "pair_hidden": "500,100", "pair_epochs": 10}
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser(
         "train",
-        help="train a clustering model (DGG, VaDE) into a run folder",
+        help="train a clustering model (DGG, VaDE, GMVAE, k-DVAE, k-DAE, VCAMI, AE+GMM) "
+             "into a run folder",
         description=(
-            "Pretrain an autoencoder, initialise a Gaussian mixture in its latent space and train "
-            "DGG (with a kNN graph) or VaDE (without) on DATA: a dataset name (mnist, 20news, "
-            "coil20, digits, ...) or a .npz/.npy/.csv file. Without --graph, DGG builds a kNN "
-            "graph on the pretrained autoencoder's latent means."
+            "Pretrain an autoencoder, cluster its latent space and train a model on DATA: a "
+            "dataset name (mnist, 20news, coil20, digits, ...) or a .npz/.npy/.csv file. DGG "
+            "trains with a kNN graph (without --graph it builds one on the pretrained "
+            "autoencoder's latent means); gmvae, kdvae, kdae and vcami use DGG's neighbour term "
+            "as a graph regulariser with --graph or --regularize."
         ),
     )
     p.add_argument("data", help="dataset name or path to .npz / .npy / .csv")
@@ -75,7 +92,22 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--neighbor-sample", default="1",
                    help="neighbours sampled per anchor and batch, or 'all' (default 1)")
     p.add_argument("--graph-space", choices=("latent", "input"), default="latent",
-                   help="where DGG builds its graph without --graph (default: AE latent means)")
+                   help="where DGG (or --regularize) builds its graph without --graph "
+                        "(default: AE latent means)")
+    p.add_argument("--regularize", action="store_true",
+                   help="gmvae/kdvae/kdae/vcami: train with the graph regulariser on a graph built "
+                        "like DGG's (implied by --graph)")
+    p.add_argument("--graph-weight", type=float, default=0.5,
+                   help="neighbours' share of each node's objective in the graph regulariser "
+                        "(default 0.5, as DGG)")
+    p.add_argument("--vimco-samples", type=int, default=15,
+                   help="gmvae: VIMCO samples per row (default 15, as the slides)")
+    p.add_argument("--pair-hidden", default="500,100",
+                   help="kdvae/kdae: encoder widths of each pair (default 500,100; --hidden is the "
+                        "autoencoder that finds the initial clusters)")
+    p.add_argument("--pair-epochs", type=int, default=10,
+                   help="kdvae/kdae: epochs of pretraining each pair on its initial cluster "
+                        "(default 10)")
     p.add_argument("--pi-update", choices=("epoch", "batch"), default="epoch",
                    help="node mixing weights recomputed once per epoch (default) or per batch")
     p.add_argument("--init", choices=("gmm", "umap"), default="gmm",
@@ -99,11 +131,12 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     return p
 
 
-def _parse_hidden(text: str) -> tuple[int, ...]:
+def _parse_hidden(text: str, flag: str = "--hidden") -> tuple[int, ...]:
     try:
         return tuple(int(v) for v in text.split(",") if v.strip())
     except ValueError:
-        raise GraphclustError(f"--hidden must be comma-separated integers like 500,500,2000, got {text!r}")
+        raise GraphclustError(
+            f"{flag} must be comma-separated integers like 500,500,2000, got {text!r}") from None
 
 
 def _parse_sample(text: str) -> int | None:
@@ -121,7 +154,7 @@ def _parse_sample(text: str) -> int | None:
 def _settings(args: argparse.Namespace) -> dict[str, Any]:
     keys = ("data", "model", "n_clusters", "graph", "epochs", "pretrain_epochs", "batch_size", "lr",
             "n_neighbors", "neighbor_sample", "graph_space", "pi_update", "init", "posterior",
-            "latent_dim", "hidden", "max_samples", "seed", "device")
+            "latent_dim", "hidden", "max_samples", "seed", "device", *_LATER_DEFAULTS)
     return {k: getattr(args, k) for k in keys}
 
 
@@ -155,18 +188,29 @@ def _write_log(path: Path, history: list[dict]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from graphclust.data.loaders import load_dataset
-    from graphclust.estimators import DGG, VaDE
+    from graphclust.estimators import AEGMM, DGG, GMVAE, KDAE, KDVAE, VCAMI, VaDE
     from graphclust.graph.graph import KNNGraph
     from graphclust.inspect.interface import inspection_arrays, save_inspection
     from graphclust.metrics import score_clustering
     from graphclust.models.pipeline import KNNGraphBuilder
+    from graphclust.models.regularizer import GraphRegularizer
 
     t_start = time.perf_counter()
     out = Path(args.output)
     hidden = _parse_hidden(args.hidden)
+    pair_hidden = _parse_hidden(args.pair_hidden, "--pair-hidden")
     sample = _parse_sample(args.neighbor_sample)
-    if args.epochs < 0 or args.pretrain_epochs < 0:
-        raise GraphclustError("--epochs and --pretrain-epochs must be >= 0")
+    if args.epochs < 0 or args.pretrain_epochs < 0 or args.pair_epochs < 0:
+        raise GraphclustError("--epochs, --pretrain-epochs and --pair-epochs must be >= 0")
+    if args.regularize and args.model not in _REGULARIZABLE + ("dgg",):
+        raise GraphclustError(
+            f"--regularize applies to {', '.join(_REGULARIZABLE)} (dgg always trains on a graph); "
+            f"{args.model} has no graph-regularised training"
+        )
+    if not 0 <= args.graph_weight < 1:
+        raise GraphclustError(f"--graph-weight must lie in [0, 1), got {args.graph_weight}")
+    if args.model == "gmvae" and args.vimco_samples < 2:
+        raise GraphclustError(f"--vimco-samples must be >= 2, got {args.vimco_samples}")
     # refuse an existing folder before any work, but create it only once the data loaded
     if out.exists() and not (args.resume or args.force):
         prepare_output(out, force=False, is_dir=True)  # raises: exists already
@@ -191,8 +235,9 @@ def run(args: argparse.Namespace) -> int:
     config_path = out / "config.json"
     if resumed:
         old = json.loads(config_path.read_text())
-        diff = sorted(k for k in set(old["settings"]) | set(settings)
-                      if k not in _RESUMABLE and old["settings"].get(k) != settings.get(k))
+        before = {**_LATER_DEFAULTS, **old["settings"]}
+        diff = sorted(k for k in set(before) | set(settings)
+                      if k not in _RESUMABLE and before.get(k) != settings.get(k))
         if diff:
             raise GraphclustError(
                 f"cannot resume {out}: settings differ from the original run ({', '.join(diff)}); "
@@ -222,19 +267,35 @@ def run(args: argparse.Namespace) -> int:
 
     common = dict(
         n_clusters=args.n_clusters, latent_dim=args.latent_dim, hidden=hidden,
-        likelihood=data.likelihood, posterior=args.posterior, init=args.init,
+        likelihood=data.likelihood, init=args.init,
         n_epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
         pretrain_epochs=args.pretrain_epochs, checkpoint_dir=ckpt_dir, resume=resumed,
         callbacks=[log_epoch], device=args.device, random_state=args.seed,
         verbose=not args.quiet,
     )
+    builder = KNNGraphBuilder(k=args.n_neighbors, space=args.graph_space)
     if args.model == "dgg":
-        graph_spec = graph if graph is not None else KNNGraphBuilder(
-            k=args.n_neighbors, space=args.graph_space)
-        model = DGG(graph=graph_spec, n_neighbors=args.n_neighbors, neighbor_sample=sample,
-                    pi_update=args.pi_update, **common)
+        model = DGG(graph=graph if graph is not None else builder, n_neighbors=args.n_neighbors,
+                    neighbor_sample=sample, pi_update=args.pi_update,
+                    posterior=args.posterior, **common)
+    elif args.model == "vade":
+        model = VaDE(graph=graph, posterior=args.posterior, **common)
+    elif args.model == "aegmm":
+        model = AEGMM(graph=graph, **{k: v for k, v in common.items()
+                                      if k not in ("n_epochs", "batch_size", "lr", "callbacks")})
     else:
-        model = VaDE(graph=graph, **common)
+        reg = None
+        if graph is not None or args.regularize:
+            reg = GraphRegularizer(graph if graph is not None else builder,
+                                   weight=args.graph_weight, n_sample=sample)
+        if args.model == "gmvae":
+            model = GMVAE(graph_regularizer=reg, n_samples=args.vimco_samples, **common)
+        elif args.model in ("kdvae", "kdae"):
+            cls = KDVAE if args.model == "kdvae" else KDAE
+            model = cls(graph_regularizer=reg, **{**common, "hidden": pair_hidden},
+                        init_hidden=hidden, pair_epochs=args.pair_epochs)
+        else:
+            model = VCAMI(graph_regularizer=reg, image_shape=data.image_shape, **common)
     model.fit(X, y)
 
     # the graph the run is inspected on: the given one, the one DGG built, or (VaDE without

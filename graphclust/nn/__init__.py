@@ -1,4 +1,5 @@
-"""Torch modules: encoder/decoder MLPs, decoder likelihoods, and the DGG objective as message passing."""
+"""Torch modules: encoder/decoder MLPs (single and stacked), decoder likelihoods, the DGG objective
+and the plug-in neighbour ELBO as message passing, the VIMCO bound, mutual-information terms."""
 
 from graphclust.nn.dgg import (
     DGGObjective,
@@ -6,13 +7,22 @@ from graphclust.nn.dgg import (
     mixing_matrix,
     normalize_edges,
 )
+from graphclust.nn.graph_reg import GraphTerms, NeighborELBO
 from graphclust.nn.likelihood import (
     BernoulliLikelihood,
     GaussianLikelihood,
+    LearnedStdGaussianLikelihood,
     Likelihood,
     get_likelihood,
 )
 from graphclust.nn.mlp import Decoder, GaussianEncoder, GaussianPosterior
+from graphclust.nn.stacked import (
+    StackedDecoder,
+    StackedGaussianEncoder,
+    StackedLinear,
+    StackedMLP,
+)
+from graphclust.nn.vimco import VimcoTerms, vimco_terms
 
 __all__ = [
     "DGGObjective",
@@ -26,4 +36,13 @@ __all__ = [
     "GaussianEncoder",
     "GaussianPosterior",
     "Decoder",
+    "GraphTerms",
+    "NeighborELBO",
+    "LearnedStdGaussianLikelihood",
+    "StackedLinear",
+    "StackedMLP",
+    "StackedGaussianEncoder",
+    "StackedDecoder",
+    "VimcoTerms",
+    "vimco_terms",
 ]

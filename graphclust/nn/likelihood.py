@@ -21,6 +21,7 @@ __all__ = [
     "Likelihood",
     "BernoulliLikelihood",
     "GaussianLikelihood",
+    "LearnedStdGaussianLikelihood",
     "LIKELIHOODS",
     "get_likelihood",
     "infer_likelihood",
@@ -114,6 +115,51 @@ class GaussianLikelihood(Likelihood):
 
     def __repr__(self) -> str:
         return f"GaussianLikelihood(scale={self.scale})"
+
+
+class LearnedStdGaussianLikelihood(Likelihood):
+    """Independent Gaussians whose mean *and* standard deviation come from the decoder.
+
+    The decoder emits ``2 * n_features`` values per row, ``[m, s]``; the standard deviation is
+    ``sigma = softplus(s) + eps`` (the slides' GMVAE, seed 001: the floor ``eps`` is annealed
+    from large to small during training, see :class:`graphclust.models.nvisa.StdAnnealing`).
+
+    ``ln p(x | m, s) = -1/2 sum_d [ (x_d - m_d)^2 / sigma_d^2 + 2 ln sigma_d + ln 2 pi ]``.
+
+    Parameters
+    ----------
+    eps : float
+        Floor of the standard deviation (data units), > 0.
+    """
+
+    name = "gaussian-std"
+    #: decoder outputs per feature (mean and raw standard deviation)
+    params_per_feature = 2
+
+    def __init__(self, eps: float = 0.01) -> None:
+        self.eps = float(eps)
+        if not self.eps > 0:
+            raise GraphclustError(f"eps must be > 0, got {eps}")
+
+    def std(self, out: torch.Tensor) -> torch.Tensor:
+        """``softplus(s) + eps`` of a decoder output ``[m, s]``."""
+        return F.softplus(out.chunk(2, dim=-1)[1]) + self.eps
+
+    def log_prob(self, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        if out.shape[-1] != 2 * x.shape[-1]:
+            raise GraphclustError(
+                f"LearnedStdGaussianLikelihood needs 2 decoder outputs per feature (mean and "
+                f"std), got {out.shape[-1]} for {x.shape[-1]} features"
+            )
+        mean, raw = out.chunk(2, dim=-1)
+        sigma = F.softplus(raw) + self.eps
+        return -(0.5 * ((x - mean) / sigma) ** 2 + sigma.log() + 0.5 * math.log(2.0 * math.pi)).sum(-1)
+
+    def mean(self, out: torch.Tensor) -> torch.Tensor:
+        return out.chunk(2, dim=-1)[0]
+
+    def __repr__(self) -> str:
+        return f"LearnedStdGaussianLikelihood(eps={self.eps})"
 
 
 LIKELIHOODS = {"bernoulli": BernoulliLikelihood, "gaussian": GaussianLikelihood}

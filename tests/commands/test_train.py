@@ -105,3 +105,60 @@ def test_given_graph_and_missing_cluster_count(tmp_path, capsys):
     assert main(["train", str(nolab), "-o", str(tmp_path / "r3"), "--n-clusters", "3",
                  "--epochs", "1", *TINY]) == 0
     assert "scores" not in json.loads((tmp_path / "r3" / "metrics.json").read_text())
+
+
+# --------------------------------------------------------------------------- the other models
+MORE = ["--latent-dim", "3", "--pretrain-epochs", "40", "--pair-hidden", "16", "--pair-epochs",
+        "100", "--vimco-samples", "4"]
+
+
+@pytest.mark.parametrize("model", ["gmvae", "kdvae", "kdae", "vcami", "aegmm"])
+def test_other_models_write_a_complete_run_folder(tmp_path, model):
+    path, _, _ = blobs(tmp_path)
+    out = tmp_path / "runs" / model
+    assert main(["train", str(path), "--model", model, "-o", str(out), "--epochs", "2",
+                 *TINY, *MORE]) == 0
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["model"] == model and cfg["settings"]["regularize"] is False
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["scores"]["acc"] == 1.0
+    assert metrics["epochs"] == (0 if model == "aegmm" else 2)
+    stages = {"load", "pretrain_ae", "init", "train"} | ({"head"} if model == "aegmm" else {"start"})
+    assert stages <= set(metrics["stage_times"])
+    assert (out / "checkpoints" / "model.safetensors").is_file()
+    assert cfg["graph"] == "checkpoints/latent_graph.npz"  # inspection graph of the result
+    report = load_inspection_input(out)
+    np.testing.assert_array_equal(report.clusters, np.load(out / "labels.npy"))
+
+
+@pytest.mark.parametrize("model", ["kdvae", "gmvae"])
+def test_graph_file_trains_the_regulariser(tmp_path, model):
+    path, X, _ = blobs(tmp_path)
+    g = build_knn_graph(X, 5, knn=knn_torch(X, 5), meta={"data_fingerprint": data_fingerprint(X)})
+    g.save(tmp_path / "g.npz")
+    out = tmp_path / model
+    assert main(["train", str(path), "--model", model, "-o", str(out), "--graph",
+                 str(tmp_path / "g.npz"), "--graph-weight", "0.3", "--epochs", "2",
+                 *TINY, *MORE]) == 0
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["graph"] == str((tmp_path / "g.npz").resolve())
+    assert cfg["settings"]["graph_weight"] == 0.3
+    assert json.loads((out / "metrics.json").read_text())["scores"]["acc"] == 1.0
+    assert not (out / "checkpoints" / "graph.npz").exists()  # the given graph was used
+    assert load_inspection_input(out).affinity.nnz == 60 * 5
+
+
+def test_regularize_builds_a_graph_and_bad_flags(tmp_path, capsys):
+    path, _, _ = blobs(tmp_path)
+    out = tmp_path / "kdae"
+    assert main(["train", str(path), "--model", "kdae", "-o", str(out), "--regularize",
+                 "--epochs", "1", *TINY, *MORE]) == 0
+    assert (out / "checkpoints" / "graph.npz").is_file()
+    assert json.loads((out / "config.json").read_text())["graph"] == "checkpoints/graph.npz"
+    for flags, message in [(["--model", "vade", "--regularize"], "--regularize applies"),
+                           (["--model", "kdvae", "--graph-weight", "1"], "--graph-weight"),
+                           (["--model", "gmvae", "--vimco-samples", "1"], "--vimco-samples"),
+                           (["--model", "kdvae", "--pair-hidden", "a,b"], "--pair-hidden")]:
+        assert main(["train", str(path), "-o", str(tmp_path / "bad"), *flags, *TINY]) == 2
+        assert message in capsys.readouterr().err
+        assert not (tmp_path / "bad").exists()
