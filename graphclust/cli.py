@@ -6,6 +6,7 @@ import argparse
 import importlib
 import sys
 
+from graphclust.distributed import is_main
 from graphclust.utils import GraphclustError
 
 # subcommand name -> module under graphclust.commands
@@ -48,7 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args._run(args) or 0)
     except GraphclustError as exc:
-        print(f"graphclust {args.command}: error: {exc}", file=sys.stderr)
+        # in a torchrun job, an error rank 0 shared with every rank is reported once
+        if getattr(exc, "raised_on_rank", None) != 0 or is_main():
+            print(f"graphclust {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"graphclust {args.command}: interrupted; nothing half-written was left", file=sys.stderr)

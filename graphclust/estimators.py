@@ -45,6 +45,7 @@ from sklearn.base import BaseEstimator, ClusterMixin, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
 from graphclust.data.augment import default_augmenter
+from graphclust.distributed import DistContext
 from graphclust.graph.graph import KNNGraph
 from graphclust.models.kdvae import KAutoencoderRecipe
 from graphclust.models.loop import FitConfig
@@ -237,7 +238,13 @@ class _MixtureClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
         """
         X, yv = self._validate(X, y)
         likelihood = get_likelihood(self.likelihood, X)
-        device = resolve_device(self.device)
+        dist = getattr(self, "distributed", None)  # DGG and VaDE only
+        if dist is not None and not isinstance(dist, DistContext):
+            raise GraphclustError(
+                f"distributed must be a DistContext from graphclust.distributed.init_distributed "
+                f"(or None), got {type(dist).__name__}"
+            )
+        device = resolve_device(self.device) if dist is None else dist.device
         rng = check_random_state(self.random_state)
         seed = seed_from(rng) if not isinstance(self.random_state, (int, np.integer)) else int(
             self.random_state)
@@ -252,7 +259,8 @@ class _MixtureClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
         run_dir = None
         if self.checkpoint_dir is not None:
             run_dir = Path(self.checkpoint_dir)
-            run_dir.mkdir(parents=True, exist_ok=True)
+            if dist is None or dist.is_main:
+                run_dir.mkdir(parents=True, exist_ok=True)
         res: FitResult = fit_gmvae(
             X,
             n_clusters=int(self.n_clusters), likelihood=likelihood,
@@ -260,7 +268,7 @@ class _MixtureClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
             posterior=self.posterior, init=_resolve_init(self.init), graph=graph_spec,
             pretrain=pretrain_cfg, train=train_cfg, seed=seed, device=device, y=yv,
             run_dir=run_dir, resume=bool(self.resume), callbacks=tuple(self.callbacks or ()),
-            verbose=bool(self.verbose),
+            verbose=bool(self.verbose), dist=dist,
         )
         self.model_: GMVAEModule = res.model
         self.likelihood_ = likelihood
@@ -374,6 +382,12 @@ _COMMON_DOC = """
         One seed fixes the whole run (no global RNG is touched).
     verbose : bool
         Progress bars and one line per epoch.
+    distributed : DistContext, optional
+        Train data-parallel in every process of a torchrun job (from
+        :func:`graphclust.distributed.init_distributed`; its device replaces ``device``):
+        rank 0 pretrains and writes ``checkpoint_dir``, each rank trains on ``batch_size /
+        world_size`` anchors of every batch, and the result matches a one-process run up to
+        floating-point summation order. Every rank calls ``fit`` with the same data.
 """
 
 
@@ -434,6 +448,7 @@ class DGG(_MixtureClusterer):
         device: str = "auto",
         random_state: int | np.random.Generator | None = None,
         verbose: bool = True,
+        distributed: DistContext | None = None,
     ) -> None:
         self.n_clusters = n_clusters
         self.graph = graph
@@ -462,6 +477,7 @@ class DGG(_MixtureClusterer):
         self.device = device
         self.random_state = random_state
         self.verbose = verbose
+        self.distributed = distributed
 
     def _train_config(self) -> TrainConfig:
         _check_int(self.neighbor_sample, "neighbor_sample", 1, allow_none=True)
@@ -529,6 +545,7 @@ class VaDE(_MixtureClusterer):
         device: str = "auto",
         random_state: int | np.random.Generator | None = None,
         verbose: bool = True,
+        distributed: DistContext | None = None,
     ) -> None:
         self.n_clusters = n_clusters
         self.graph = graph
@@ -553,6 +570,7 @@ class VaDE(_MixtureClusterer):
         self.device = device
         self.random_state = random_state
         self.verbose = verbose
+        self.distributed = distributed
 
     def _train_config(self) -> TrainConfig:
         return TrainConfig(

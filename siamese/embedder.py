@@ -90,6 +90,16 @@ class SiameseEmbedder(TransformerMixin, BaseEstimator):
         Seeds the weight initialisation and the pair sampling (local generators only).
     verbose : bool, default True
         Show a progress bar over epochs with the current loss.
+    distributed : DistContext, optional
+        Train data-parallel in every process of a torchrun job (from
+        :func:`graphclust.distributed.init_distributed`; its device replaces ``device``).
+        Every rank mines the same pairs (same seed) and trains on a contiguous
+        ``1/world_size`` of each step's ``batch_size`` pairs through
+        ``DistributedDataParallel``, with its loss scaled so that the averaged gradient is
+        the whole batch's mean: 1 and N processes follow the same trajectory up to
+        floating-point summation order (with ``batch_norm``, statistics are per rank on
+        CPU and synchronised on CUDA). The miner is prepared on every rank and must be
+        deterministic. Only rank 0 shows progress.
 
     Attributes
     ----------
@@ -126,6 +136,7 @@ class SiameseEmbedder(TransformerMixin, BaseEstimator):
         device: str = "auto",
         random_state: int | np.random.Generator | None = None,
         verbose: bool = True,
+        distributed: Any = None,
     ) -> None:
         self.hidden = hidden
         self.out_dim = out_dim
@@ -143,6 +154,7 @@ class SiameseEmbedder(TransformerMixin, BaseEstimator):
         self.device = device
         self.random_state = random_state
         self.verbose = verbose
+        self.distributed = distributed
 
     # ------------------------------------------------------------------ fitting
     def _validate_params(self) -> None:
@@ -176,9 +188,17 @@ class SiameseEmbedder(TransformerMixin, BaseEstimator):
         -------
         self
         """
+        from graphclust.distributed import DistContext
+
         self._validate_params()
+        dist = self.distributed
+        if dist is not None and not isinstance(dist, DistContext):
+            raise GraphclustError(
+                "distributed must be a DistContext from graphclust.distributed.init_distributed "
+                f"(or None), got {type(dist).__name__}"
+            )
         X = check_features(X)
-        dev = resolve_device(self.device)
+        dev = resolve_device(self.device) if dist is None else dist.device
         rng = check_random_state(self.random_state)
         init_gen, pair_gen = torch_generator(rng), torch_generator(rng)
 
@@ -186,23 +206,39 @@ class SiameseEmbedder(TransformerMixin, BaseEstimator):
             X.shape[1], self.hidden, self.out_dim, self.activation, self.batch_norm,
             generator=init_gen,
         ).to(dev)
-        miner = KNNPairMiner(device=self.device) if self.miner is None else copy.deepcopy(self.miner)
+        if self.miner is None:
+            miner = KNNPairMiner(device=self.device if dist is None else str(dev))
+        else:
+            miner = copy.deepcopy(self.miner)
         miner.prepare(X)
 
         loss_fn = ContrastiveLoss(self.margin)
         optimizer = torch.optim.Adam(network.parameters(), lr=self.lr, weight_decay=self.weight_decay)
         scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=self.lr_step, gamma=self.lr_gamma)
         Xt = torch.from_numpy(X).to(dev)
+        trained: torch.nn.Module = network
+        if dist is not None:
+            from torch.nn.parallel import DistributedDataParallel
+
+            if self.batch_norm and dev.type == "cuda":
+                trained = torch.nn.SyncBatchNorm.convert_sync_batchnorm(network)
+            trained = DistributedDataParallel(
+                trained, device_ids=[dev] if dev.type == "cuda" else None)
 
         history: list[float] = []
-        bar = tqdm(range(int(self.n_epochs)), desc="siamese", unit="epoch", disable=not self.verbose)
+        verbose = bool(self.verbose) and (dist is None or dist.is_main)
+        bar = tqdm(range(int(self.n_epochs)), desc="siamese", unit="epoch", disable=not verbose)
         for epoch in bar:
             pairs = miner.sample(self.pairs_per_epoch, pair_gen)
             if not isinstance(pairs, PairBatch):
                 pairs = PairBatch(*pairs)
             order = torch.randperm(pairs.n_pairs, generator=pair_gen)
             pairs = pairs.select(order).to(dev)
-            loss = _train_epoch(network, loss_fn, optimizer, Xt, pairs, int(self.batch_size))
+            if dist is None:
+                loss = _train_epoch(network, loss_fn, optimizer, Xt, pairs, int(self.batch_size))
+            else:
+                loss = _train_epoch_sharded(trained, loss_fn, optimizer, Xt, pairs,
+                                            int(self.batch_size), dist)
             if not np.isfinite(loss):
                 raise GraphclustError(
                     f"the contrastive loss became {loss} in epoch {epoch + 1}; lower lr "
@@ -288,6 +324,7 @@ class SiameseEmbedder(TransformerMixin, BaseEstimator):
         params["hidden"] = [int(h) for h in params["hidden"]]
         params["device"] = str(params["device"])
         params.pop("miner")
+        params.pop("distributed", None)
         rs = params["random_state"]
         params["random_state"] = int(rs) if isinstance(rs, (int, np.integer)) else None
         doc = {
@@ -361,7 +398,7 @@ class SiameseEmbedder(TransformerMixin, BaseEstimator):
             )
 
         known = cls().get_params(deep=False)
-        params = {k: v for k, v in params.items() if k in known and k != "miner"}
+        params = {k: v for k, v in params.items() if k in known and k not in ("miner", "distributed")}
         params["hidden"] = tuple(params.get("hidden", known["hidden"]))
         params["device"] = device
         est = cls(**params)
@@ -404,3 +441,43 @@ def _train_epoch(
         optimizer.step()
         total += loss.detach().double() * b
     return float(total) / pairs.n_pairs
+
+
+def _train_epoch_sharded(
+    model: torch.nn.Module,
+    loss_fn: ContrastiveLoss,
+    optimizer: torch.optim.Optimizer,
+    X: torch.Tensor,
+    pairs: PairBatch,
+    batch_size: int,
+    dist: Any,
+) -> float:
+    """:func:`_train_epoch` with each step's pairs split over ranks (``model`` is DDP).
+
+    Rank ``r`` of ``W`` takes the contiguous pairs ``[b r / W, b (r+1) / W)`` of every step's
+    ``b`` pairs; its mean loss is weighted by ``W * b_r / b`` so that DDP's gradient average
+    is the mean over all ``b`` pairs. Returns the mean loss over all pairs (same on every rank).
+    """
+    model.train()
+    W = dist.world_size
+    batch_norm = any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    total = torch.zeros((), dtype=torch.float64, device=X.device)
+    for start in range(0, pairs.n_pairs, batch_size):
+        batch = pairs.select(slice(start, start + batch_size))
+        b = batch.n_pairs
+        part = batch.select(dist.shard(b))
+        br = part.n_pairs
+        if br > 0:
+            emb = model(X[torch.cat([part.left, part.right])])
+            loss = loss_fn(emb[:br], emb[br:], part.target)
+            total += loss.detach().double() * br
+            loss = loss * (W * br / b)
+        else:
+            # fewer pairs than ranks in this step: a forward pass (DDP needs one per step)
+            # that contributes zero gradients; batch norm needs at least two rows
+            rows = X[:2] if batch_norm else X[:0]
+            loss = model(rows).sum() * 0.0
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    return dist.all_reduce_metrics({"total": float(total)})["total"] / pairs.n_pairs

@@ -30,6 +30,15 @@ for inspection only.
 ``--resume`` reuses finished stages and continues training from the last checkpoint; the
 result equals an uninterrupted run. An existing folder is never overwritten without
 ``--force``.
+
+Distributed training (``dgg`` and ``vade``): launched by torchrun, e.g.
+``torchrun --nproc-per-node 2 -m graphclust train DATA --model dgg -o runs/x``, every
+process loads DATA and trains with DistributedDataParallel (``--distributed`` is implied;
+gloo on CPU, nccl with one GPU per process). ``--batch-size`` stays the global batch: each
+of N processes trains on batch-size/N anchors of every batch (with their neighbours), so
+the result matches a one-process run up to floating-point summation order. Rank 0 pretrains,
+writes the run folder and prints; the other ranks print nothing. ``--resume`` works across
+process counts (the checkpoints are the same).
 """
 
 from __future__ import annotations
@@ -59,6 +68,8 @@ _RESUMABLE = {"epochs", "device"}
 #: settings added after the first release, with the value a run folder without them implied
 _LATER_DEFAULTS = {"regularize": False, "graph_weight": 0.5, "vimco_samples": 15,
                    "pair_hidden": "500,100", "pair_epochs": 10}
+#: models that train data-parallel under torchrun / --distributed
+_DISTRIBUTED = ("dgg", "vade")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -124,6 +135,12 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--max-samples", type=int, default=None, help="use only the first N rows")
     p.add_argument("--seed", type=int, default=0, help="random seed of the whole run (default 0)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
+    p.add_argument("--distributed", action="store_true",
+                   help="dgg/vade: train data-parallel (DistributedDataParallel) in every process "
+                        "of a torchrun job, e.g. `torchrun --nproc-per-node 2 -m graphclust train "
+                        "...` (automatic under torchrun); gloo on CPU, nccl with one GPU per "
+                        "process; --batch-size is the global batch, split over the processes; "
+                        "only rank 0 writes files and prints")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in the output folder (finished stages are reused)")
     p.add_argument("--force", action="store_true", help="delete an existing run folder and start over")
@@ -187,11 +204,27 @@ def _write_log(path: Path, history: list[dict]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from graphclust import distributed as gdist
+
+    ctx = None
+    if args.distributed or gdist.launched_by_torchrun():
+        if args.model not in _DISTRIBUTED:
+            raise GraphclustError(
+                f"distributed training supports --model {' / '.join(_DISTRIBUTED)}, not "
+                f"{args.model}; run {args.model} in one process (without torchrun)"
+            )
+        ctx = gdist.init_distributed(args.device)
+    try:
+        return _run(args, ctx)
+    finally:
+        gdist.shutdown(ctx)
+
+
+def _run(args: argparse.Namespace, ctx: Any) -> int:
+    """The command; ``ctx`` is a DistContext (data-parallel dgg/vade) or None."""
     from graphclust.data.loaders import load_dataset
     from graphclust.estimators import AEGMM, DGG, GMVAE, KDAE, KDVAE, VCAMI, VaDE
     from graphclust.graph.graph import KNNGraph
-    from graphclust.inspect.interface import inspection_arrays, save_inspection
-    from graphclust.metrics import score_clustering
     from graphclust.models.pipeline import KNNGraphBuilder
     from graphclust.models.regularizer import GraphRegularizer
 
@@ -211,9 +244,18 @@ def run(args: argparse.Namespace) -> int:
         raise GraphclustError(f"--graph-weight must lie in [0, 1), got {args.graph_weight}")
     if args.model == "gmvae" and args.vimco_samples < 2:
         raise GraphclustError(f"--vimco-samples must be >= 2, got {args.vimco_samples}")
-    # refuse an existing folder before any work, but create it only once the data loaded
-    if out.exists() and not (args.resume or args.force):
-        prepare_output(out, force=False, is_dir=True)  # raises: exists already
+    main = ctx is None or ctx.is_main
+
+    def on_main(fn):
+        """``fn()`` on rank 0 only (its result or error reaches every rank)."""
+        return fn() if ctx is None else ctx.run_on_main(fn)
+
+    def refuse_existing() -> None:
+        # refuse an existing folder before any work, but create it only once the data loaded
+        if out.exists() and not (args.resume or args.force):
+            prepare_output(out, force=False, is_dir=True)  # raises: exists already
+
+    on_main(refuse_existing)
 
     t0 = time.perf_counter()
     data = load_dataset(args.data, data_dir=args.data_dir, download=args.download,
@@ -230,23 +272,9 @@ def run(args: argparse.Namespace) -> int:
     if graph is not None:
         graph.check_matches(X)
 
-    resumed = _prepare_folder(out, args.resume, args.force)
     settings = _settings(args)
     config_path = out / "config.json"
-    if resumed:
-        old = json.loads(config_path.read_text())
-        before = {**_LATER_DEFAULTS, **old["settings"]}
-        diff = sorted(k for k in set(before) | set(settings)
-                      if k not in _RESUMABLE and before.get(k) != settings.get(k))
-        if diff:
-            raise GraphclustError(
-                f"cannot resume {out}: settings differ from the original run ({', '.join(diff)}); "
-                "use the original settings, or --force to start over"
-            )
-    else:
-        out.mkdir()
     ckpt_dir = out / "checkpoints"
-    ckpt_dir.mkdir(exist_ok=True)
     config: dict[str, Any] = {
         "command": "train",
         "model": args.model,
@@ -258,12 +286,34 @@ def run(args: argparse.Namespace) -> int:
         "versions": versions(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
-    write_json(config_path, config)
+    if ctx is not None:
+        config["distributed"] = {"world_size": ctx.world_size, "backend": ctx.backend}
+
+    def start_folder() -> bool:
+        resumed = _prepare_folder(out, args.resume, args.force)
+        if resumed:
+            old = json.loads(config_path.read_text())
+            before = {**_LATER_DEFAULTS, **old["settings"]}
+            diff = sorted(k for k in set(before) | set(settings)
+                          if k not in _RESUMABLE and before.get(k) != settings.get(k))
+            if diff:
+                raise GraphclustError(
+                    f"cannot resume {out}: settings differ from the original run "
+                    f"({', '.join(diff)}); use the original settings, or --force to start over"
+                )
+        else:
+            out.mkdir()
+        ckpt_dir.mkdir(exist_ok=True)
+        write_json(config_path, config)
+        return resumed
+
+    resumed = on_main(start_folder)
 
     log_path = out / "log.jsonl"
 
     def log_epoch(record: dict, history: list) -> None:
-        _write_log(log_path, history)
+        if main:
+            _write_log(log_path, history)
 
     common = dict(
         n_clusters=args.n_clusters, latent_dim=args.latent_dim, hidden=hidden,
@@ -271,8 +321,10 @@ def run(args: argparse.Namespace) -> int:
         n_epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
         pretrain_epochs=args.pretrain_epochs, checkpoint_dir=ckpt_dir, resume=resumed,
         callbacks=[log_epoch], device=args.device, random_state=args.seed,
-        verbose=not args.quiet,
+        verbose=not args.quiet and main,
     )
+    if ctx is not None:  # only dgg and vade get here (checked in run)
+        common["distributed"] = ctx
     builder = KNNGraphBuilder(k=args.n_neighbors, space=args.graph_space)
     if args.model == "dgg":
         model = DGG(graph=graph if graph is not None else builder, n_neighbors=args.n_neighbors,
@@ -297,7 +349,22 @@ def run(args: argparse.Namespace) -> int:
         else:
             model = VCAMI(graph_regularizer=reg, image_shape=data.image_shape, **common)
     model.fit(X, y)
+    on_main(lambda: _write_outputs(args, ctx, out, config, model, X, y, load_s, resumed, t_start))
+    return 0
 
+
+def _write_outputs(args: argparse.Namespace, ctx: Any, out: Path, config: dict, model: Any,
+                   X: np.ndarray, y: np.ndarray | None, load_s: float, resumed: bool,
+                   t_start: float) -> None:
+    """Labels, inspection arrays, log, metrics and the finished config of a trained run."""
+    from graphclust.inspect.interface import inspection_arrays, save_inspection
+    from graphclust.metrics import score_clustering
+    from graphclust.models.pipeline import KNNGraphBuilder
+
+    ckpt_dir = out / "checkpoints"
+    config_path = out / "config.json"
+    log_path = out / "log.jsonl"
+    data_name = config["data"]["name"]
     # the graph the run is inspected on: the given one, the one DGG built, or (VaDE without
     # --graph) a kNN graph of its final latent means, built here for inspection only
     graph_used, graph_file = model.graph_, None
@@ -317,7 +384,7 @@ def run(args: argparse.Namespace) -> int:
     stage_times = {"load": {"seconds": load_s, "cached": False}, **model.stage_times_}
     metrics: dict[str, Any] = {
         "model": args.model,
-        "data": data.name,
+        "data": data_name,
         "n_samples": int(X.shape[0]),
         "n_clusters": int(args.n_clusters),
         "epochs": len(model.history_),
@@ -327,6 +394,8 @@ def run(args: argparse.Namespace) -> int:
         "stage_seconds": {k: v["seconds"] for k, v in stage_times.items()},
         "wall_time_s": time.perf_counter() - t_start,
     }
+    if ctx is not None:
+        metrics["world_size"] = ctx.world_size
     if y is not None:
         metrics["scores"] = score_clustering(y, model.labels_).as_dict()
         metrics["init_scores"] = score_clustering(y, model.init_.labels).as_dict()
@@ -338,5 +407,4 @@ def run(args: argparse.Namespace) -> int:
         scores = metrics.get("scores")
         extra = "" if scores is None else (
             f": ACC {scores['acc']:.4f}  NMI {scores['nmi']:.4f}  ARI {scores['ari']:.4f}")
-        print(f"graphclust train: {args.model} on {data.name} done{extra}; run folder {out}")
-    return 0
+        print(f"graphclust train: {args.model} on {data_name} done{extra}; run folder {out}")

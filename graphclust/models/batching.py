@@ -7,11 +7,18 @@ ids, importance weights ``sum_j w_ij / sample`` for sampled neighbours), but dra
 batch with a few tensor ops instead of one Python call per node; the dataset + collate pair
 stays the reference it is tested against. With ``graph=None`` a batch is the anchors alone
 with no edges (VaDE).
+
+For data-parallel training, :meth:`NeighborBatches.shards` draws exactly the batches of
+one process (same generator calls) and hands each rank a contiguous part of every batch's
+anchors with their neighbours, plus where its nodes sit in the whole batch (so per-node
+randomness can be drawn for the whole batch and indexed).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -21,7 +28,36 @@ from graphclust.data.neighbors import SubgraphBatch
 from graphclust.graph.graph import KNNGraph
 from graphclust.utils import GraphclustError
 
-__all__ = ["NeighborBatches", "subgraph_batch"]
+__all__ = ["NeighborBatches", "BatchShard", "subgraph_batch", "batch_node_ids"]
+
+
+def batch_node_ids(anchors: Tensor, neighbors: Tensor) -> Tensor:
+    """Node ids of the batch of ``anchors`` and ``neighbors``: anchors first, then the other
+    neighbours once each in sorted order (LongTensor of shape (n_nodes,))."""
+    nbrs = neighbors.reshape(-1)
+    extra = torch.unique(nbrs[~torch.isin(nbrs, anchors)])  # sorted, deterministic
+    return torch.cat([anchors, extra])
+
+
+class BatchShard(NamedTuple):
+    """One rank's part of one batch (see :meth:`NeighborBatches.shards`).
+
+    Attributes
+    ----------
+    batch : SubgraphBatch
+        This rank's anchors (a contiguous slice of the batch's anchors) and their neighbours.
+    global_rows : LongTensor of shape (batch.x.shape[0],)
+        Position of each of ``batch.node_ids`` in the node list of the whole batch.
+    n_global_nodes : int
+        Nodes of the whole batch.
+    n_global_anchors : int
+        Anchors of the whole batch (the sum of every rank's ``batch.n_anchors``).
+    """
+
+    batch: SubgraphBatch
+    global_rows: Tensor
+    n_global_nodes: int
+    n_global_anchors: int
 
 
 def subgraph_batch(
@@ -42,8 +78,7 @@ def subgraph_batch(
     """
     B, J = neighbors.shape
     nbrs = neighbors.reshape(-1)
-    extra = torch.unique(nbrs[~torch.isin(nbrs, anchors)])  # sorted, deterministic
-    node_ids = torch.cat([anchors, extra])
+    node_ids = batch_node_ids(anchors, neighbors)
     sorted_ids, perm = torch.sort(node_ids)
     local_src = perm[torch.searchsorted(sorted_ids, nbrs)]
     local_dst = torch.arange(B).repeat_interleave(J)
@@ -114,19 +149,56 @@ class NeighborBatches:
     def __len__(self) -> int:
         return math.ceil(self.n / self.batch_size)
 
-    def __iter__(self):
+    def _order(self) -> Tensor:
         if self.shuffle:
-            order = torch.randperm(self.n, generator=self.generator)
-        else:
-            order = torch.arange(self.n)
-        for anchors in order.split(self.batch_size):
+            return torch.randperm(self.n, generator=self.generator)
+        return torch.arange(self.n)
+
+    def __iter__(self) -> Iterator[SubgraphBatch]:
+        for anchors in self._order().split(self.batch_size):
             yield self.batch(anchors)
 
-    def batch(self, anchors: Tensor) -> SubgraphBatch:
-        """The batch of the given anchors (LongTensor of shape (B,), distinct)."""
+    def shards(self, rank: int, world_size: int) -> Iterator[BatchShard]:
+        """This rank's part of every batch of one epoch.
+
+        Every rank must call this with the same generator state: the shuffle and the
+        neighbour sampling are drawn for the whole batch exactly as :meth:`__iter__` draws
+        them (so the generator advances identically on every rank and in a one-process
+        run), then rank ``r`` keeps anchors ``[B r / W, B (r+1) / W)`` of each batch of
+        ``B`` anchors with their (sampled) neighbours. Neighbours are row indices into the
+        full ``X`` every rank holds, so a shard's subgraph is complete; a neighbour shared by
+        two shards is simply a node of both.
+
+        Parameters
+        ----------
+        rank, world_size : int
+
+        Yields
+        ------
+        BatchShard
+        """
+        if not 0 <= int(rank) < int(world_size):
+            raise GraphclustError(f"rank must lie in [0, {world_size}), got {rank}")
+        for anchors in self._order().split(self.batch_size):
+            nbrs, w = self.sample_neighbors(anchors)
+            B = anchors.numel()
+            lo, hi = (B * rank) // world_size, (B * (rank + 1)) // world_size
+            part = subgraph_batch(self.X, anchors[lo:hi], nbrs[lo:hi], w[lo:hi])
+            global_ids = batch_node_ids(anchors, nbrs)
+            sorted_ids, perm = torch.sort(global_ids)
+            local_ids = part.node_ids.to(sorted_ids.device)
+            rows = perm[torch.searchsorted(sorted_ids, local_ids)]
+            yield BatchShard(part, rows, int(global_ids.numel()), B)
+
+    def sample_neighbors(self, anchors: Tensor) -> tuple[Tensor, Tensor]:
+        """Neighbours and edge weights of the anchors, both of shape (B, J).
+
+        ``J`` is the number of (first ``n_neighbors``) graph neighbours, ``sample`` when
+        sampling, or 0 without a graph.
+        """
         if self.indices is None:
             empty = anchors.new_empty((anchors.numel(), 0))
-            return subgraph_batch(self.X, anchors, empty, empty.float())
+            return empty, empty.float()
         nbrs, w = self.indices[anchors], self.weights[anchors]
         if self.sample is not None:
             total = w.sum(1, keepdim=True)
@@ -134,4 +206,9 @@ class NeighborBatches:
             pick = torch.multinomial(probs, self.sample, replacement=True, generator=self.generator)
             nbrs = nbrs.gather(1, pick)
             w = (total / self.sample).expand(-1, self.sample)
+        return nbrs, w
+
+    def batch(self, anchors: Tensor) -> SubgraphBatch:
+        """The batch of the given anchors (LongTensor of shape (B,), distinct)."""
+        nbrs, w = self.sample_neighbors(anchors)
         return subgraph_batch(self.X, anchors, nbrs, w)

@@ -209,7 +209,8 @@ class GMVAE(nn.Module):
         return self.prior.n_clusters
 
     def node_terms(
-        self, x: Tensor, sample: bool = True, generator: torch.Generator | None = None
+        self, x: Tensor, sample: bool = True, generator: torch.Generator | None = None,
+        noise: Tensor | None = None,
     ) -> NodeTerms:
         """Encoder, one reparameterised sample, decoder, ``gamma`` and ``A`` for every row of ``x``.
 
@@ -220,9 +221,19 @@ class GMVAE(nn.Module):
             Draw ``z = mu + sigma * eps`` (training); else use ``z = mu``.
         generator : torch.Generator, optional
             Source of ``eps`` (on ``x``'s device).
+        noise : Tensor of shape (n, latent_dim), optional
+            ``eps`` drawn by the caller (used instead of ``generator``; data-parallel
+            training draws it for a whole batch and hands each rank its rows).
         """
         mu, logvar = self.encoder(x)
-        if sample:
+        if sample and noise is not None:
+            if noise.shape != mu.shape:
+                raise GraphclustError(
+                    f"noise has shape {tuple(noise.shape)}, expected {tuple(mu.shape)} "
+                    "(one latent sample per row of x)"
+                )
+            z = mu + (0.5 * logvar).exp() * noise
+        elif sample:
             eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
             z = mu + (0.5 * logvar).exp() * eps
         else:

@@ -18,6 +18,11 @@ training stage from its last per-epoch checkpoint:
 One integer seed fixes everything: it is split (``numpy.random.SeedSequence``) into one
 seed per random consumer (weights, AE, latent clustering, batches, noise), so a stage
 loaded from disk leaves the later stages' randomness unchanged.
+
+With a :class:`~graphclust.distributed.DistContext` (``dist``), the pretraining stages run
+(or load) on rank 0 only, which writes their artifacts and hands the results to the other
+ranks; the training stage runs data-parallel on every rank (see
+:mod:`graphclust.models.training`), and only rank 0 writes checkpoints and the final model.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
+from graphclust.distributed import DistContext
 from graphclust.graph.graph import KNNGraph, build_knn_graph, data_fingerprint
 from graphclust.models.checkpoint import config_fingerprint, load_weights, save_weights
 from graphclust.models.mixture import GMVAE, ClassifierHead, build_gmvae
@@ -165,14 +171,29 @@ def _gen(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
 
 
 class _Stage:
-    """Run-or-load one stage with fingerprint checks and timing."""
+    """Run-or-load one stage with fingerprint checks and timing (on rank 0 with ``dist``)."""
 
-    def __init__(self, run_dir: Path | None, resume: bool, times: dict, verbose: bool) -> None:
+    def __init__(self, run_dir: Path | None, resume: bool, times: dict, verbose: bool,
+                 dist: DistContext | None = None) -> None:
         self.run_dir, self.resume, self.times, self.verbose = run_dir, resume, times, verbose
+        self.dist = dist
 
     def __call__(self, name: str, filename: str, fingerprint: str,
                  run: Callable[[], Any], save: Callable[[Path, Any, dict], None],
                  load: Callable[[Path], tuple[Any, dict]]) -> Any:
+        if self.dist is None:
+            return self._run_or_load(name, filename, fingerprint, run, save, load)
+
+        def on_main() -> tuple[Any, dict]:
+            value = self._run_or_load(name, filename, fingerprint, run, save, load)
+            return value, self.times[name]
+
+        value, self.times[name] = self.dist.run_on_main(on_main)
+        return value
+
+    def _run_or_load(self, name: str, filename: str, fingerprint: str,
+                     run: Callable[[], Any], save: Callable[[Path, Any, dict], None],
+                     load: Callable[[Path], tuple[Any, dict]]) -> Any:
         path = None if self.run_dir is None else self.run_dir / filename
         if path is not None and self.resume and path.exists():
             value, meta = load(path)
@@ -235,6 +256,7 @@ def fit_gmvae(
     resume: bool = False,
     callbacks: Sequence[EpochCallback] = (),
     verbose: bool = False,
+    dist: DistContext | None = None,
 ) -> FitResult:
     """Pretrain, initialise and train a GMVAE with (DGG) or without (VaDE) a graph.
 
@@ -260,17 +282,32 @@ def fit_gmvae(
     resume : bool
         Reuse finished stages and the last checkpoint in ``run_dir``.
     callbacks : sequence of callables
-        Per-epoch callbacks of the training stage.
+        Per-epoch callbacks of the training stage (on every rank with ``dist``).
     verbose : bool
+        Stage lines and progress bars (rank 0 only).
+    dist : DistContext, optional
+        Data-parallel training over ``dist.world_size`` processes; every rank calls this with
+        the same arguments and ``device`` equal to ``dist.device``. Rank 0 runs the
+        pretraining stages and writes every file; ``run_dir`` must exist for rank 0 before
+        any rank calls.
     """
     pretrain.validate()
     train.validate()
     run_dir = None if run_dir is None else Path(run_dir)
-    if run_dir is not None and not run_dir.is_dir():
-        raise GraphclustError(f"run folder {run_dir} does not exist; create it first")
+
+    def check_run_dir() -> None:
+        if run_dir is not None and not run_dir.is_dir():
+            raise GraphclustError(f"run folder {run_dir} does not exist; create it first")
+
+    if dist is None:
+        check_run_dir()
+    else:
+        dist.run_on_main(check_run_dir)
     seeds = stage_seeds(seed)
     times: dict[str, dict] = {}
-    stage = _Stage(run_dir, resume, times, verbose)
+    main = dist is None or dist.is_main
+    verbose = verbose and main
+    stage = _Stage(run_dir, resume, times, verbose, dist)
 
     Xt = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32)).to(device)
     model = build_gmvae(
@@ -356,7 +393,7 @@ def fit_gmvae(
         noise_generator=_gen(seeds["noise"], Xt.device),
         y=y,
         checkpoint=None if run_dir is None else run_dir / "checkpoint.pt",
-        resume=resume, fingerprint=fp_train, callbacks=callbacks, verbose=verbose,
+        resume=resume, fingerprint=fp_train, callbacks=callbacks, verbose=verbose, dist=dist,
     )
     times["train"] = {
         "seconds": float(sum(r["time_s"] for r in result.history)),
@@ -364,9 +401,11 @@ def fit_gmvae(
         "wall_this_call": time.perf_counter() - t0,
         "epochs": len(result.history),
     }
-    if run_dir is not None:
+    if run_dir is not None and main:
         save_weights(run_dir / "model.safetensors", model.state_dict(),
                      {"fingerprint": fp_train, "epochs": train.n_epochs})
+    if dist is not None:
+        dist.barrier()  # the run folder is complete before any rank returns
     embedding = latent_means(model, Xt).cpu().numpy()
     return FitResult(
         model=model,

@@ -10,6 +10,19 @@ One function, :func:`train_dgg`, trains a :class:`~graphclust.models.mixture.GMV
 Every epoch ends with one evaluation pass (``gamma`` from the latent means) that serves
 the labels, the metrics and the next ``pi``, and an atomic checkpoint (model, optimizer,
 scheduler, RNG states, ``pi``, history) from which a resumed run continues bit-for-bit.
+
+Data-parallel training (``dist``, a :class:`~graphclust.distributed.DistContext`): every
+rank holds ``X``, the graph and the model, and draws the same shuffle, neighbour samples and
+reparameterisation noise as a one-process run; rank ``r`` of ``W`` trains on a contiguous
+``1/W`` of each batch's anchors (``batch_size / W`` anchors per rank and step, so
+``batch_size`` stays the global batch and the learning rate needs no rescaling) through
+:class:`~torch.nn.parallel.DistributedDataParallel`. Each rank's loss is its anchors' summed
+objective times ``W / batch_size``, so DDP's gradient average is exactly the one-process
+batch mean, whatever the shard sizes: 1 and ``W`` processes follow the same trajectory up
+to floating-point summation order. The evaluation pass is split by rows and gathered, so
+``gamma`` and ``pi`` are identical on every rank; only rank 0 writes the checkpoint and
+prints, and every rank can resume from it (the checkpoint is the same as a one-process
+run's, so either kind of run resumes the other).
 """
 
 from __future__ import annotations
@@ -24,9 +37,11 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from graphclust.data.neighbors import SubgraphBatch
+from graphclust.distributed import DistContext
 from graphclust.graph.graph import KNNGraph
 from graphclust.metrics import score_clustering
-from graphclust.models.batching import NeighborBatches
+from graphclust.models.batching import NeighborBatches, subgraph_batch
 from graphclust.models.checkpoint import load_state, save_state
 from graphclust.models.mixture import GMVAE
 from graphclust.nn.dgg import PI_FLOOR, DGGObjective, MixingPropagation, mixing_matrix
@@ -134,8 +149,80 @@ def predict_gamma(model: GMVAE, X: torch.Tensor, batch_size: int = 4096) -> torc
     return out
 
 
+def _predict_gamma_shared(
+    model: GMVAE, X: torch.Tensor, batch_size: int, dist: DistContext | None
+) -> torch.Tensor:
+    """:func:`predict_gamma` over all rows; with ``dist``, each rank does its row shard."""
+    if dist is None:
+        return predict_gamma(model, X, batch_size)
+    local = predict_gamma(model, X[dist.shard(X.shape[0])], batch_size)
+    return dist.all_gather_rows(local, X.shape[0])
+
+
+def _has_unused_parameters(step: torch.nn.Module, X: torch.Tensor, pi: torch.Tensor | None) -> bool:
+    """Whether some trainable parameter of ``step`` gets no gradient from the objective.
+
+    Probes one two-anchor batch without neighbours and with zero noise (no generator is
+    touched), then clears the gradients it made.
+    """
+    anchors = torch.arange(min(2, X.shape[0]))
+    empty = anchors.new_empty((anchors.numel(), 0))
+    batch = subgraph_batch(X, anchors, empty, empty.float())
+    latent_dim = step.model.prior.latent_dim
+    noise = torch.zeros((batch.x.shape[0], latent_dim), device=X.device, dtype=X.dtype)
+    params = [p for p in step.parameters() if p.requires_grad]
+    step(batch, pi, noise=noise).sum().backward()
+    unused = any(p.grad is None for p in params)
+    for p in params:
+        p.grad = None
+    return unused
+
+
 def _rng_state(gen: torch.Generator | None) -> torch.Tensor | None:
     return None if gen is None else gen.get_state()
+
+
+class _BatchObjective(torch.nn.Module):
+    """The DGG / VaDE objective of each anchor of one subgraph batch (what DDP wraps).
+
+    Parameters
+    ----------
+    model : GMVAE
+    objective : DGGObjective
+    mixer : MixingPropagation
+    use_graph : bool
+        False: the global mixing vector (VaDE).
+    pi_update : {"epoch", "batch"}
+    """
+
+    def __init__(self, model: GMVAE, objective: DGGObjective, mixer: MixingPropagation,
+                 use_graph: bool, pi_update: str) -> None:
+        super().__init__()
+        self.model, self.objective, self.mixer = model, objective, mixer
+        self.use_graph, self.pi_update = use_graph, pi_update
+
+    def forward(self, batch: SubgraphBatch, pi: torch.Tensor | None,
+                generator: torch.Generator | None = None,
+                noise: torch.Tensor | None = None) -> torch.Tensor:
+        """Objective per anchor, shape (batch.n_anchors,).
+
+        ``pi`` (n_samples, n_clusters) is read in ``"epoch"`` mode; the noise comes from
+        ``generator`` or, pre-drawn, from ``noise`` (n_nodes, latent_dim).
+        """
+        B = batch.n_anchors
+        terms = self.model.node_terms(batch.x, sample=True, generator=generator, noise=noise)
+        if not self.use_graph:
+            log_pi = self.model.prior.log_weights().expand(batch.x.shape[0], -1)
+        elif self.pi_update == "epoch":
+            log_pi = pi[batch.node_ids].clamp_min(PI_FLOOR).log()
+        else:
+            pi_b = self.mixer(terms.gamma, batch.edge_index, batch.edge_weight, n_targets=B)
+            log_pi = torch.zeros_like(terms.gamma)
+            log_pi[:B] = pi_b.clamp_min(PI_FLOOR).log()
+        return self.objective(
+            batch.x, terms.recon, terms.latent_term, terms.gamma, log_pi,
+            batch.edge_index, batch.edge_weight, n_targets=B,
+        )
 
 
 def train_dgg(
@@ -151,6 +238,7 @@ def train_dgg(
     fingerprint: str = "",
     callbacks: Sequence[EpochCallback] = (),
     verbose: bool = False,
+    dist: DistContext | None = None,
 ) -> TrainResult:
     """Train ``model`` with the DGG objective over ``graph`` (or the VaDE ELBO without one).
 
@@ -174,12 +262,19 @@ def train_dgg(
     fingerprint : str
         Identifies the run's settings; a checkpoint with another one is refused.
     callbacks : sequence of callables
-        ``callback(record, history)`` after each epoch's checkpoint.
+        ``callback(record, history)`` after each epoch's checkpoint; with ``dist`` they run
+        on every rank with the same record (guard side effects with ``dist.is_main``; an
+        exception should be raised on every rank).
     verbose : bool
-        Progress bars and one line per epoch.
+        Progress bars and one line per epoch (rank 0 only).
+    dist : DistContext, optional
+        Train data-parallel over ``dist.world_size`` processes (module docstring); every
+        rank calls this with the same arguments (``X`` on ``dist.device``).
     """
     config.validate()
     device = X.device
+    main = dist is None or dist.is_main
+    verbose = verbose and main
     objective = DGGObjective(model.likelihood, config.self_weight)
     mixer = MixingPropagation(config.self_weight)
     opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
@@ -198,8 +293,14 @@ def train_dgg(
     pi: torch.Tensor | None = None
     gamma: torch.Tensor | None = None
     ckpt = None if checkpoint is None else Path(checkpoint)
-    if resume and ckpt is not None and ckpt.exists():
-        state = load_state(ckpt)
+    state = None
+    if resume and ckpt is not None:
+        def read() -> dict | None:
+            return load_state(ckpt) if ckpt.exists() else None
+
+        # rank 0 reads the file and hands it to every rank (no shared file system needed)
+        state = read() if dist is None else dist.run_on_main(read)
+    if state is not None:
         if state.get("fingerprint") != fingerprint:
             raise GraphclustError(
                 f"checkpoint {ckpt} was written by a run with other settings or data; start over "
@@ -221,42 +322,57 @@ def train_dgg(
         history = list(state["history"])
 
     if gamma is None:
-        gamma = predict_gamma(model, X, config.eval_batch_size)
+        gamma = _predict_gamma_shared(model, X, config.eval_batch_size, dist)
     if P is not None and pi is None:
         pi = mixer(gamma, P)
+
+    step = _BatchObjective(model, objective, mixer, graph is not None, config.pi_update)
+    if dist is not None:
+        from torch.nn.parallel import DistributedDataParallel
+
+        # parameters without a gradient (e.g. the global mixing logits with the classifier
+        # head) must be declared: they then keep grad None, and Adam skips them, as in one
+        # process
+        step = DistributedDataParallel(
+            step, device_ids=[device] if device.type == "cuda" else None,
+            find_unused_parameters=_has_unused_parameters(step, X, pi),
+        )
+    latent_dim = model.prior.latent_dim
 
     model.train()
     for epoch in range(start + 1, config.n_epochs + 1):
         t0 = time.perf_counter()
         total, seen = 0.0, 0
-        bar = tqdm(
-            batches, desc=f"epoch {epoch}/{config.n_epochs}", leave=False, disable=not verbose
-        )
-        for batch in bar:
-            B = batch.n_anchors
-            terms = model.node_terms(batch.x, sample=True, generator=noise_generator)
-            if graph is None:
-                log_pi = model.prior.log_weights().expand(batch.x.shape[0], -1)
-            elif config.pi_update == "epoch":
-                log_pi = pi[batch.node_ids].clamp_min(PI_FLOOR).log()
-            else:
-                pi_b = mixer(terms.gamma, batch.edge_index, batch.edge_weight, n_targets=B)
-                log_pi = torch.zeros_like(terms.gamma)
-                log_pi[:B] = pi_b.clamp_min(PI_FLOOR).log()
-            obj = objective(
-                batch.x, terms.recon, terms.latent_term, terms.gamma, log_pi,
-                batch.edge_index, batch.edge_weight, n_targets=B,
-            )
-            loss = -obj.mean()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total += loss.item() * B
-            seen += B
+        if dist is None:
+            for batch in tqdm(batches, desc=f"epoch {epoch}/{config.n_epochs}", leave=False,
+                              disable=not verbose):
+                B = batch.n_anchors
+                loss = -step(batch, pi, generator=noise_generator).mean()
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                total += loss.item() * B
+                seen += B
+        else:
+            shards = batches.shards(dist.rank, dist.world_size)
+            for part in tqdm(shards, total=len(batches), desc=f"epoch {epoch}/{config.n_epochs}",
+                             leave=False, disable=not verbose):
+                # the whole batch's noise, as one process draws it; this rank's rows of it
+                eps = torch.randn((part.n_global_nodes, latent_dim), generator=noise_generator,
+                                  device=device, dtype=X.dtype)
+                obj = step(part.batch, pi, noise=eps[part.global_rows.to(device)])
+                # DDP averages gradients over ranks: W * sum / B is the batch mean overall
+                loss = -obj.sum() * (dist.world_size / part.n_global_anchors)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                total += -float(obj.detach().sum())
+            sums = dist.all_reduce_metrics({"total": total})
+            total, seen = sums["total"], X.shape[0]
         sched.step()
         train_s = time.perf_counter() - t0
         prev = gamma.argmax(1)
-        gamma = predict_gamma(model, X, config.eval_batch_size)
+        gamma = _predict_gamma_shared(model, X, config.eval_batch_size, dist)
         if P is not None:  # used by the next epoch ("epoch" mode) and reported either way
             pi = mixer(gamma, P)
         labels = gamma.argmax(1)
@@ -271,7 +387,7 @@ def train_dgg(
         if y is not None:
             record.update(score_clustering(y, labels.cpu().numpy()).as_dict())
         history.append(record)
-        if ckpt is not None:
+        if ckpt is not None and main:
             save_state(ckpt, {
                 "format": 1,
                 "fingerprint": fingerprint,

@@ -70,3 +70,32 @@ def test_same_generator_state_same_batches_and_bad_args():
         NeighborBatches(torch.rand(3, 2), g, 4)
     with pytest.raises(GraphclustError, match="sample"):
         NeighborBatches(X, g, 4, sample=0)
+
+
+@pytest.mark.parametrize("sample", [None, 2])
+def test_shards_split_each_batch_and_draw_like_one_process(sample):
+    g = small_graph(n=11, k=3)
+    X = torch.rand(11, 2)
+    make = lambda: NeighborBatches(X, g, batch_size=5, sample=sample,
+                                   generator=torch.Generator().manual_seed(3))
+    whole, ranks = make(), [make(), make()]  # each rank holds its own, equally seeded copy
+    batches = list(whole)
+    per_rank = [list(nb.shards(r, 2)) for r, nb in enumerate(ranks)]
+    for nb in ranks:  # the generators advance as in one process
+        assert torch.equal(nb.generator.get_state(), whole.generator.get_state())
+    for b, p0, p1 in zip(batches, *per_rank, strict=True):
+        B = b.n_anchors
+        assert p0.n_global_anchors == p1.n_global_anchors == B
+        assert p0.batch.n_anchors == B // 2 and p1.batch.n_anchors == B - B // 2
+        anchors = torch.cat([p0.batch.node_ids[: p0.batch.n_anchors],
+                             p1.batch.node_ids[: p1.batch.n_anchors]])
+        assert torch.equal(anchors, b.node_ids[:B])  # contiguous shards, in order
+        edges = set()
+        for p in (p0, p1):
+            assert p.n_global_nodes == b.node_ids.numel()
+            # global_rows locate each shard node in the whole batch's node list
+            assert torch.equal(b.node_ids[p.global_rows], p.batch.node_ids)
+            src, dst = p.batch.node_ids[p.batch.edge_index]
+            edges |= set(zip(src.tolist(), dst.tolist(), p.batch.edge_weight.tolist()))
+        src, dst = b.node_ids[b.edge_index]
+        assert edges == set(zip(src.tolist(), dst.tolist(), b.edge_weight.tolist()))
