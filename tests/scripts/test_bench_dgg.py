@@ -1,0 +1,189 @@
+"""scripts/bench_dgg.py: the tuple-layout objective against DGGObjective, and a tiny end-to-end run.
+
+The end-to-end run uses a Reuters-10k-shaped fixture written into ``tmp_path`` (named
+``reuters10k.npz`` so the script loads it as the named data set, as it would a downloaded
+copy); it needs no ``../shared/data``. N2D is left out: UMAP's first call compiles for
+longer than these tests may take (it is exercised by the script's smoke run).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from graphclust.graph.graph import KNNGraph
+from graphclust.models.batching import NeighborBatches
+from graphclust.models.mixture import build_gmvae
+from graphclust.nn.dgg import PI_FLOOR, DGGObjective, MixingPropagation
+from graphclust.nn.likelihood import BernoulliLikelihood, GaussianLikelihood
+
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "bench_dgg.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("bench_dgg", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["bench_dgg"] = module
+    spec.loader.exec_module(module)
+    yield module
+    sys.modules.pop("bench_dgg", None)
+
+
+def tiny_model(likelihood, n_features=5, K=3, M=2, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    model = build_gmvae(n_features, K, likelihood, latent_dim=M, hidden=(4,), generator=g)
+    with torch.no_grad():  # a non-trivial prior
+        model.prior.means.copy_(torch.randn(K, M, generator=g))
+        model.prior.log_vars.copy_(0.3 * torch.randn(K, M, generator=g))
+    return model
+
+
+def tiny_graph():
+    """6 nodes, 2 neighbours each; node 5's weights are all zero (no usable neighbour)."""
+    indices = np.array([[1, 2], [0, 3], [4, 0], [1, 5], [2, 3], [4, 0]])
+    weights = np.array([[0.7, 0.3], [1.0, 2.0], [0.5, 0.5], [0.1, 0.9], [2.0, 0.0], [0.0, 0.0]],
+                       dtype=np.float32)
+    return KNNGraph(indices, weights, np.ones((6, 2), np.float32))
+
+
+@pytest.mark.parametrize("likelihood", [BernoulliLikelihood(), GaussianLikelihood()],
+                         ids=["bernoulli", "gaussian"])
+@pytest.mark.parametrize("pi_mode", ["given", "batch"])
+def test_tuple_layout_objective_equals_dgg_objective(bench, likelihood, pi_mode):
+    torch.manual_seed(0)
+    X = torch.rand(6, 5)
+    graph = tiny_graph()
+    model = tiny_model(likelihood)
+    anchors = torch.tensor([4, 1, 5, 3])  # a sub-batch: nodes 0 and 2 enter as neighbours only
+
+    # this toolkit: distinct nodes once, edges as indices, message passing
+    batch = NeighborBatches(X, graph, batch_size=6, sample=None).batch(anchors)
+    terms = model.node_terms(batch.x, sample=False)
+    B = batch.n_anchors
+    pi_all = torch.softmax(torch.randn(6, 3, generator=torch.Generator().manual_seed(1)), 1)
+    if pi_mode == "given":
+        log_pi = pi_all[batch.node_ids].log()
+    else:
+        log_pi = torch.zeros_like(terms.gamma)
+        pi_b = MixingPropagation(0.5)(terms.gamma, batch.edge_index, batch.edge_weight, n_targets=B)
+        log_pi[:B] = pi_b.clamp_min(PI_FLOOR).log()
+    ours = DGGObjective(likelihood, 0.5)(
+        batch.x, terms.recon, terms.latent_term, terms.gamma, log_pi,
+        batch.edge_index, batch.edge_weight, n_targets=B,
+    )
+
+    # the reference layout: copied rows per tuple, networks on every member
+    nbrs = torch.from_numpy(graph.indices)[anchors]
+    tuples = bench.materialize_tuples(X, anchors, nbrs)
+    w = torch.from_numpy(graph.weights)[anchors]
+    theirs = bench.tuple_layout_objective(
+        model, tuples, w, 0.5, log_pi=pi_all[anchors].log() if pi_mode == "given" else None,
+        sample=False,
+    )
+    assert theirs.shape == (4,)
+    torch.testing.assert_close(theirs, ours, rtol=1e-5, atol=1e-4)
+
+
+def test_materialize_tuples_copies_anchor_then_neighbour_rows(bench):
+    X = torch.arange(12.0).reshape(6, 2)
+    anchors = torch.tensor([3, 0])
+    nbrs = torch.tensor([[1, 5], [2, 4]])
+    t = bench.materialize_tuples(X, anchors, nbrs)
+    assert t.shape == (2, 3, 2)
+    assert t[0].tolist() == [[6.0, 7.0], [2.0, 3.0], [10.0, 11.0]]
+    assert t[1].tolist() == [[0.0, 1.0], [4.0, 5.0], [8.0, 9.0]]
+    t[0, 0, 0] = -1.0  # a copy, not a view
+    assert X[3, 0] == 6.0
+
+
+def test_spectral_labels_split_two_cliques(bench):
+    # two 4-cliques with no edge between them: the two leading eigenvectors separate them
+    idx = np.array([[j for j in range(4) if j != i] for i in range(4)]
+                   + [[j for j in range(4, 8) if j != i] for i in range(4, 8)])
+    g = KNNGraph(idx, np.ones((8, 3), np.float32), np.ones((8, 3), np.float32))
+    labels = bench.spectral_labels(g, 2, seed=0)
+    assert len(set(labels[:4])) == 1 and len(set(labels[4:])) == 1 and labels[0] != labels[4]
+
+
+def reuters_like(path: Path, n_per_class: int = 20, n_classes: int = 3, n_terms: int = 30) -> None:
+    """Tf-idf-like rows (non-negative, L2-normalised): each class uses its own block of terms."""
+    rng = np.random.default_rng(0)
+    X = 0.02 * rng.random((n_per_class * n_classes, n_terms))
+    y = np.repeat(np.arange(n_classes), n_per_class)
+    block = n_terms // n_classes
+    for c in range(n_classes):
+        X[y == c, c * block:(c + 1) * block] += rng.random((n_per_class, block))
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    np.savez(path, X=X.astype(np.float32), y=y.astype(np.int64))
+
+
+def _finite_numbers(obj) -> bool:
+    if isinstance(obj, dict):
+        return all(_finite_numbers(v) for v in obj.values())
+    if isinstance(obj, list):
+        return all(_finite_numbers(v) for v in obj)
+    if isinstance(obj, float):
+        return math.isfinite(obj)
+    return True
+
+
+def test_end_to_end_on_a_reuters10k_shaped_fixture(bench, tmp_path, capsys):
+    reuters_like(tmp_path / "reuters10k.npz")
+    out = tmp_path / "results"
+    rc = bench.main([
+        "--data", "reuters10k", "--data-dir", str(tmp_path), "--seeds", "2",
+        "--methods", "kmeans,spectral,dgg,vade,tuple-epoch",
+        "--hidden", "32,32", "--epochs", "1", "--pretrain-epochs", "1",
+        "--siamese-epochs", "1", "--init", "gmm", "--batch-size", "16",
+        "--tuple-batches", "1", "--device", "cpu", "--out", str(out), "--quiet",
+        "--table", str(tmp_path / "table.md"),
+    ])
+    assert rc == 0
+    files = sorted(out.glob("*.json"))
+    records = {json.loads(f.read_text())["model"]: json.loads(f.read_text()) for f in files}
+    assert sorted(records) == ["dgg", "kmeans", "spectral", "tuple-epoch", "vade"]
+    for rec in records.values():
+        assert set(rec) == {"benchmark", "dataset", "model", "metrics", "wall_s", "peak_rss_mb",
+                            "command", "versions", "machine", "date"}
+        assert rec["benchmark"] == "dgg" and rec["dataset"] == "reuters10k"
+        assert rec["wall_s"] > 0 and rec["peak_rss_mb"] > 0
+        assert _finite_numbers(rec["metrics"])
+
+    for model in ("kmeans", "spectral", "dgg", "vade"):
+        m = records[model]["metrics"]
+        assert m["seeds"] == [0, 1] and len(m["per_seed"]) == 2
+        for key in ("acc", "nmi", "ari"):
+            assert f"{key}_mean" in m and f"{key}_std" in m
+        assert 0.0 <= m["acc_mean"] <= 1.0
+    # three well-separated blocks of terms: k-means on the raw rows finds them
+    assert records["kmeans"]["metrics"]["acc_mean"] == 1.0
+
+    dgg = records["dgg"]["metrics"]
+    assert {"load", "raw_knn", "siamese", "knn_graph", "pretrain_ae", "init", "head",
+            "train"} <= set(dgg["stage_seconds_mean"])
+    assert [p["epoch"] for p in dgg["curve"]] == [0, 1]
+    assert dgg["curve"][1]["elapsed_s"] > dgg["curve"][0]["elapsed_s"] > 0
+    assert dgg["epochs"] == 1 and dgg["paper_epochs"] == 300 and dgg["fewer_epochs_than_paper"]
+
+    tup = records["tuple-epoch"]["metrics"]
+    assert tup["extrapolated"] is True and tup["timed_batches"] == 1
+    assert tup["full_tuple_array_bytes"] == 60 * 21 * 30 * 4
+    assert tup["ratio_vs_dgg_run"] > 0 and tup["ratio_vs_ours_all_neighbors"] > 0
+
+    table = (tmp_path / "table.md").read_text()
+    assert "| reuters10k | DGG | 2 |" in table and "DGG accuracy vs time" in table
+    assert table.strip() in capsys.readouterr().out
+
+
+def test_unknown_method_is_refused(bench, capsys):
+    with pytest.raises(SystemExit):
+        bench.main(["--methods", "dgg,bogus"])
+    assert "unknown methods ['bogus']" in capsys.readouterr().err
