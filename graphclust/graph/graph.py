@@ -1,5 +1,8 @@
 """The kNN graph object: fixed-width neighbour lists + weights, saved as ``.npz``.
 
+Large graphs (:mod:`graphclust.graph.large`) are folders of ``.npy`` files
+(:data:`FOLDER_FILES`) that :meth:`KNNGraph.load` opens memory-mapped with ``mmap=True``.
+
 Edges point from neighbour to node (``j -> i`` for each neighbour ``j`` of ``i``),
 PyG's default ``source_to_target`` flow, so a ``MessagePassing`` layer aggregates
 neighbour messages into each node.
@@ -23,20 +26,38 @@ from graphclust.graph.affinity import get_kernel, row_normalize
 from graphclust.graph.knn import KNNResult, knn_search
 from graphclust.utils import GraphclustError, atomic_path, check_features
 
-__all__ = ["KNNGraph", "build_knn_graph", "data_fingerprint", "SYMMETRIZE_MODES"]
+__all__ = ["FOLDER_FILES", "KNNGraph", "build_knn_graph", "data_fingerprint", "SYMMETRIZE_MODES"]
 
 SYMMETRIZE_MODES = ("none", "max", "mean", "min", "sum")
 _FORMAT_VERSION = 1
+# the files of a graph folder (labels.npy is optional)
+FOLDER_FILES = {
+    "indices": "indices.npy",
+    "distances": "distances.npy",
+    "weights": "weights.npy",
+    "labels": "labels.npy",
+    "meta": "meta.json",
+}
 
 
 def data_fingerprint(X: np.ndarray) -> str:
     """A short hash of a feature matrix, stored in graphs to detect "graph built for other data"."""
-    arr = np.ascontiguousarray(X, dtype=np.float32)
+    shape = np.asarray(X.shape, dtype=np.int64)
     h = hashlib.sha256()
-    h.update(np.asarray(arr.shape, dtype=np.int64).tobytes())
-    # hashing every row is cheap (70k x 784 floats: ~0.1 s) and catches reordering
-    h.update(arr.tobytes())
+    h.update(shape.tobytes())
+    # hashing every row is cheap (70k x 784 floats: ~0.1 s) and catches reordering;
+    # blocks of rows keep the memory bounded (same digest as hashing all bytes at once)
+    step = max(1, (1 << 24) // max(1, int(np.prod(shape[1:])) * 4))
+    for start in range(0, max(1, int(shape[0])), step):
+        h.update(np.ascontiguousarray(X[start : start + step], dtype=np.float32).tobytes())
     return h.hexdigest()[:16]
+
+
+def _contiguous(arr: Any, dtype) -> np.ndarray:
+    """``arr`` itself when it is already a C-contiguous ``dtype`` array (keeps memmaps), else a copy."""
+    if isinstance(arr, np.ndarray) and arr.dtype == dtype and arr.flags.c_contiguous:
+        return arr
+    return np.ascontiguousarray(arr, dtype=dtype)
 
 
 @dataclass
@@ -64,9 +85,9 @@ class KNNGraph:
     meta: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.indices = np.ascontiguousarray(self.indices, dtype=np.int64)
-        self.weights = np.ascontiguousarray(self.weights, dtype=np.float32)
-        self.distances = np.ascontiguousarray(self.distances, dtype=np.float32)
+        self.indices = _contiguous(self.indices, np.int64)
+        self.weights = _contiguous(self.weights, np.float32)
+        self.distances = _contiguous(self.distances, np.float32)
         if self.indices.ndim != 2:
             raise GraphclustError(f"indices must be 2-D (n_nodes, k), got {self.indices.shape}")
         if self.weights.shape != self.indices.shape or self.distances.shape != self.indices.shape:
@@ -243,9 +264,27 @@ class KNNGraph:
         return path
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "KNNGraph":
-        """Load a graph saved by :meth:`save`; a foreign or corrupt file gives a clear error."""
+    def load(cls, path: str | os.PathLike, mmap: bool = False) -> "KNNGraph":
+        """Load a graph saved by :meth:`save` (``.npz``) or a graph folder.
+
+        Parameters
+        ----------
+        path : path-like
+            A ``.npz`` file, or a folder written by
+            :func:`graphclust.graph.large.build_knn_graph_chunked`.
+        mmap : bool
+            Open the arrays of a graph folder memory-mapped (read-only
+            ``np.memmap``: nothing is read until used). ``.npz`` files are
+            compressed and always loaded into memory.
+
+        Raises
+        ------
+        GraphclustError
+            When ``path`` is missing, foreign or corrupt.
+        """
         path = Path(path)
+        if path.is_dir():
+            return cls._load_folder(path, mmap)
         if not path.is_file():
             raise GraphclustError(f"graph file {path} does not exist")
         try:
@@ -265,6 +304,30 @@ class KNNGraph:
             raise GraphclustError(
                 f"could not read graph file {path}: it is not a valid .npz ({exc}); rebuild it"
             ) from exc
+
+    @classmethod
+    def _load_folder(cls, path: Path, mmap: bool) -> "KNNGraph":
+        required = [FOLDER_FILES[key] for key in ("indices", "weights", "distances", "meta")]
+        missing = [name for name in required if not (path / name).is_file()]
+        if missing:
+            raise GraphclustError(
+                f"{path} is not a graphclust graph folder (missing {missing}); build one with "
+                "`graphclust build-graph --chunked`"
+            )
+        mode = "r" if mmap else None
+        try:
+            meta = json.loads((path / FOLDER_FILES["meta"]).read_text())
+            arrays = {
+                key: np.load(path / FOLDER_FILES[key], mmap_mode=mode, allow_pickle=False)
+                for key in ("indices", "weights", "distances")
+            }
+            labels_path = path / FOLDER_FILES["labels"]
+            labels = np.load(labels_path, allow_pickle=False) if labels_path.is_file() else None
+        except (OSError, ValueError, EOFError, json.JSONDecodeError) as exc:
+            raise GraphclustError(
+                f"could not read graph folder {path}: {exc}; rebuild it"
+            ) from exc
+        return cls(arrays["indices"], arrays["weights"], arrays["distances"], labels, meta)
 
 
 def build_knn_graph(

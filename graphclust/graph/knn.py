@@ -14,6 +14,7 @@ method           strategy                     what it does
 ``"approx"``     :class:`PCARerankSearch`     exact search on PCA scores, exact re-rank
 ``"faiss-flat"`` :class:`FaissFlatSearch`     faiss ``IndexFlatL2``
 ``"ivf"``        :class:`FaissIVFSearch`      faiss ``IndexIVFFlat``
+``"ivfpq"``      :class:`FaissIVFPQSearch`    faiss ``IndexIVFPQ`` (compressed vectors)
 ``"hnsw"``       :class:`FaissHNSWSearch`     faiss ``IndexHNSWFlat``
 ``"torch"``      :class:`TorchSearch`         :func:`knn_torch`, the reference
 ===============  ===========================  ==========================================
@@ -42,16 +43,24 @@ from graphclust.utils import (
 __all__ = [
     "METHODS",
     "ExactSearch",
+    "FaissDevice",
     "FaissFlatSearch",
     "FaissHNSWSearch",
+    "FaissIVFPQSearch",
     "FaissIVFSearch",
     "KNNResult",
     "KNNStrategy",
     "PCARerankSearch",
     "TorchSearch",
     "check_k",
+    "default_nlist",
+    "default_pq_m",
+    "drop_self",
+    "empty_like_index",
+    "faiss_device",
     "knn_search",
     "knn_torch",
+    "train_ivf_index",
 ]
 
 
@@ -755,26 +764,42 @@ def _faiss_has_gpu() -> bool:
     return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
 
 
+def drop_self(
+    indices: np.ndarray, sq_distances: np.ndarray, query_ids: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Drop each query's own id from a ``(n, k + 1)`` faiss result, giving ``(n, k)``.
+
+    Self is found by id, not by position (duplicates tie at distance 0, and
+    approximate indexes may rank self anywhere); where self is absent the last
+    column is dropped. Missing neighbours (index ``-1``) get distance ``inf``.
+
+    Parameters
+    ----------
+    indices : ndarray of shape (n_queries, k + 1), int64
+    sq_distances : ndarray of shape (n_queries, k + 1), float32
+    query_ids : ndarray of shape (n_queries,)
+        The id of every query in the index.
+    """
+    n, k1 = indices.shape
+    is_self = indices == np.asarray(query_ids)[:, None]
+    is_self[~is_self.any(axis=1), -1] = True
+    keep = ~is_self
+    idx = indices[keep].reshape(n, k1 - 1).astype(np.int64, copy=False)
+    d2 = sq_distances[keep].reshape(n, k1 - 1)
+    d2[idx < 0] = np.inf
+    return idx, d2
+
+
 def _faiss_search(index, X: np.ndarray, k: int, device: torch.device) -> KNNResult:
     """Add ``X`` to a trained faiss index (moved to the GPU if asked) and search it on itself.
 
-    Asks for ``k + 1`` neighbours and drops self by index; where self is not among
-    them (more than ``k`` duplicates of the point, or an approximate miss) the last
-    one is dropped instead. Missing neighbours come back as index ``-1``, distance inf.
+    Asks for ``k + 1`` neighbours and drops self by index (:func:`drop_self`).
+    Missing neighbours come back as index ``-1``, distance inf.
     """
-    faiss = _faiss()
-    if device.type == "cuda":
-        res = faiss.StandardGpuResources()
-        index = faiss.index_cpu_to_gpu(res, device.index or 0, index)
+    index = FaissDevice(device).place(index)
     index.add(X)
     d2, idx = index.search(X, k + 1)
-    n = X.shape[0]
-    is_self = idx == np.arange(n)[:, None]
-    is_self[~is_self.any(axis=1), -1] = True
-    keep = ~is_self
-    idx = idx[keep].reshape(n, k).astype(np.int64, copy=False)
-    d2 = d2[keep].reshape(n, k)
-    d2[idx < 0] = np.inf
+    idx, d2 = drop_self(idx, d2, np.arange(X.shape[0]))
     return _finish(torch.from_numpy(X), torch.from_numpy(d2), torch.from_numpy(idx))
 
 
@@ -787,6 +812,124 @@ class FaissFlatSearch:
     def search(self, X: np.ndarray, k: int, device: torch.device) -> KNNResult:
         index = _faiss().IndexFlatL2(X.shape[1])
         return _faiss_search(index, X, k, device)
+
+
+def default_nlist(n_samples: int) -> int:
+    """Default number of IVF cells: ``4 * sqrt(n_samples)``, capped at ~39 points per cell."""
+    return max(1, min(int(4 * math.sqrt(n_samples)), n_samples // 39))
+
+
+def default_pq_m(n_features: int) -> int:
+    """Default IVF-PQ sub-quantizers: the largest divisor of ``n_features`` that is
+    at most ``n_features / 4`` (4 dimensions per byte of code), at least 1."""
+    for m in range(max(1, n_features // 4), 0, -1):
+        if n_features % m == 0:
+            return m
+    return 1  # pragma: no cover - m = 1 always divides
+
+
+def train_ivf_index(
+    sample: np.ndarray,
+    nlist: int,
+    *,
+    pq_m: int | None = None,
+    pq_nbits: int = 8,
+    random_state: int = 1234,
+):
+    """A trained, empty faiss IVF index on the CPU: ``IndexIVFFlat`` or ``IndexIVFPQ``.
+
+    The one place that builds IVF indexes; :class:`FaissIVFSearch`,
+    :class:`FaissIVFPQSearch` and the chunked builder of
+    :mod:`graphclust.graph.large` all come here. Copies for more shards come from
+    ``faiss.clone_index`` of the result (see :func:`empty_like_index`).
+
+    Parameters
+    ----------
+    sample : ndarray of shape (n_train, n_features), float32
+        Training points (k-means of the coarse quantizer, and PQ codebooks).
+    nlist : int
+        Number of inverted lists (k-means cells), ``1 <= nlist <= n_train``.
+    pq_m : int, optional
+        ``None`` gives IVF-Flat (exact distances, ``4 * n_features`` bytes per
+        vector); an int gives IVF-PQ with ``pq_m`` sub-quantizers
+        (``pq_m * pq_nbits / 8`` bytes per vector; ``n_features`` must be a
+        multiple of ``pq_m``).
+    pq_nbits : int
+        Bits per sub-quantizer code (IVF-PQ only).
+    random_state : int
+        Seed of faiss's k-means.
+    """
+    faiss = _faiss()
+    n, d = sample.shape
+    _check_positive_int("nlist", nlist)
+    if nlist > n:
+        raise GraphclustError(
+            f"nlist={nlist} cells need at least as many training points, got {n}; "
+            "use a smaller nlist or a larger training sample"
+        )
+    if pq_m is None:
+        spec = f"IVF{nlist},Flat"
+    else:
+        _check_positive_int("pq_m", pq_m)
+        _check_positive_int("pq_nbits", pq_nbits)
+        if d % pq_m:
+            raise GraphclustError(
+                f"pq_m={pq_m} must divide the number of features {d}; "
+                f"try pq_m={default_pq_m(d)}"
+            )
+        spec = f"IVF{nlist},PQ{pq_m}x{pq_nbits}"
+    index = faiss.index_factory(d, spec, faiss.METRIC_L2)
+    index.cp.seed = int(random_state)
+    index.cp.min_points_per_centroid = 1  # no stderr warning for small cells
+    if pq_m is not None:
+        index.do_polysemous_training = False  # only for Hamming-filtered search; slow to train
+        index.pq.cp.seed = int(random_state)
+        index.pq.cp.min_points_per_centroid = 1
+    index.train(np.ascontiguousarray(sample, dtype=np.float32))
+    return index
+
+
+def empty_like_index(index):
+    """A deep copy of a trained faiss index (the trained state, the stored vectors too)."""
+    return _faiss().clone_index(index)
+
+
+class FaissDevice:
+    """Places faiss indexes on a device: unchanged on the CPU, ``index_cpu_to_gpu`` on CUDA.
+
+    One ``StandardGpuResources`` is created on first use and shared by every
+    index placed through this object.
+
+    Parameters
+    ----------
+    device : torch.device
+        A device already resolved for faiss (see :func:`faiss_device`).
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self._resources = None
+
+    def place(self, index):
+        """``index`` itself on the CPU, else a GPU copy of it."""
+        if self.device.type != "cuda":
+            return index
+        faiss = _faiss()
+        if self._resources is None:
+            self._resources = faiss.StandardGpuResources()
+        return faiss.index_cpu_to_gpu(self._resources, self.device.index or 0, index)
+
+
+class _FaissUser:
+    gpu: ClassVar[str] = "faiss"
+
+
+def faiss_device(device: str | torch.device | None = "auto") -> torch.device:
+    """Resolve ``device`` for faiss-backed work: "auto" gives CUDA only with faiss-gpu.
+
+    An explicit CUDA request without faiss GPU support raises :class:`GraphclustError`.
+    """
+    return _device_for(_FaissUser(), device)
 
 
 @dataclass(frozen=True)
@@ -815,21 +958,56 @@ class FaissIVFSearch:
         _check_positive_int("random_state", self.random_state, minimum=0)
 
     def search(self, X: np.ndarray, k: int, device: torch.device) -> KNNResult:
-        faiss = _faiss()
-        n, d = X.shape
-        nlist = self.nlist or max(1, min(int(4 * math.sqrt(n)), n // 39))
-        if nlist > n:
-            raise GraphclustError(f"nlist={nlist} exceeds the {n} points; use a smaller nlist")
-        quantizer = faiss.IndexFlatL2(d)
-        index = faiss.IndexIVFFlat(quantizer, d, nlist)
-        index.cp.seed = int(self.random_state)
-        index.cp.min_points_per_centroid = 1  # no stderr warning for small cells
-        index.train(X)
+        nlist = self.nlist or default_nlist(X.shape[0])
+        index = train_ivf_index(X, nlist, random_state=self.random_state)
         index.nprobe = min(self.nprobe, nlist)
-        index.own_fields = False  # ``quantizer`` stays alive as a local
-        result = _faiss_search(index, X, k, device)
-        del quantizer
-        return result
+        return _faiss_search(index, X, k, device)
+
+
+@dataclass(frozen=True)
+class FaissIVFPQSearch:
+    """Approximate kNN with faiss ``IndexIVFPQ`` (compressed vectors).
+
+    Distances are faiss's PQ approximations (asymmetric distance to the
+    compressed vectors), not exact ones; self is dropped by index.
+
+    Parameters
+    ----------
+    nlist : int or None
+        Number of inverted lists; ``None`` as in :class:`FaissIVFSearch`.
+    nprobe : int
+        Cells visited per query.
+    pq_m : int or None
+        Sub-quantizers (bytes per vector at 8 bits); must divide ``n_features``.
+        ``None`` gives :func:`default_pq_m`.
+    pq_nbits : int
+        Bits per code.
+    random_state : int
+        Seed of faiss's k-means.
+    """
+
+    nlist: int | None = None
+    nprobe: int = 16
+    pq_m: int | None = None
+    pq_nbits: int = 8
+    random_state: int = 1234
+    gpu: ClassVar[str] = "faiss"
+
+    def __post_init__(self) -> None:
+        _check_positive_int("nlist", self.nlist, allow_none=True)
+        _check_positive_int("nprobe", self.nprobe)
+        _check_positive_int("pq_m", self.pq_m, allow_none=True)
+        _check_positive_int("pq_nbits", self.pq_nbits)
+        _check_positive_int("random_state", self.random_state, minimum=0)
+
+    def search(self, X: np.ndarray, k: int, device: torch.device) -> KNNResult:
+        nlist = self.nlist or default_nlist(X.shape[0])
+        index = train_ivf_index(
+            X, nlist, pq_m=self.pq_m or default_pq_m(X.shape[1]), pq_nbits=self.pq_nbits,
+            random_state=self.random_state,
+        )
+        index.nprobe = min(self.nprobe, nlist)
+        return _faiss_search(index, X, k, device)
 
 
 @dataclass(frozen=True)
@@ -886,6 +1064,7 @@ METHODS: dict[str, type] = {
     "approx": PCARerankSearch,
     "faiss-flat": FaissFlatSearch,
     "ivf": FaissIVFSearch,
+    "ivfpq": FaissIVFPQSearch,
     "hnsw": FaissHNSWSearch,
     "torch": TorchSearch,
 }
@@ -974,10 +1153,10 @@ def knn_search(
         Finite numeric features (cast to float32).
     k : int
         Neighbours per point, ``1 <= k < n_samples``.
-    method : {"exact", "approx", "faiss-flat", "ivf", "hnsw", "torch"} or KNNStrategy
+    method : {"exact", "approx", "faiss-flat", "ivf", "ivfpq", "hnsw", "torch"} or KNNStrategy
         ``"exact"`` (default): the symmetric blocked search of :class:`ExactSearch`.
         ``"approx"``: :class:`PCARerankSearch`, the recommended fast approximate
-        setting. ``"faiss-flat"``, ``"ivf"``, ``"hnsw"``: faiss indexes.
+        setting. ``"faiss-flat"``, ``"ivf"``, ``"ivfpq"``, ``"hnsw"``: faiss indexes.
         ``"torch"``: the :func:`knn_torch` reference. A strategy object (anything
         with ``search(X, k, device) -> KNNResult``) is used as given.
     device : {"auto", "cpu", "cuda", "cuda:N"} or torch.device

@@ -106,3 +106,43 @@ def test_build_graph_failure_leaves_nothing(tmp_path, monkeypatch):
         main(["build-graph", str(path), "--embedder", "none", "--k", "3", "--method", "torch",
               "-o", str(out), "-q"])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["blobs.npz"]
+
+
+def test_build_graph_chunked_npy(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(500, 8)).astype(np.float32)
+    np.save(tmp_path / "X.npy", X)
+    np.save(tmp_path / "y.npy", np.arange(500) % 4)
+    out = tmp_path / "gdir"
+    args = ["build-graph", str(tmp_path / "X.npy"), "--chunked", "--k", "4", "--chunk-size", "77",
+            "--nprobe", "64", "--labels", str(tmp_path / "y.npy"), "-o", str(out), "-q"]
+    assert main(args) == 0
+    g = KNNGraph.load(out, mmap=True)
+    assert isinstance(g.indices, np.memmap)
+    np.testing.assert_array_equal(g.indices, knn_torch(X, 4).indices)  # nprobe >= nlist: exact
+    np.testing.assert_array_equal(g.labels, np.arange(500) % 4)
+    assert g.meta["embedder"] == "none" and g.meta["data_fingerprint"] == data_fingerprint(X)
+    cfg = json.loads((tmp_path / "gdir.config.json").read_text())
+    assert cfg["args"]["chunked"] and cfg["index"]["chunk_size"] == 77
+    assert "n=500, k=4" in capsys.readouterr().out
+    before = (out / "indices.npy").read_bytes()
+    assert main(args) == 2  # refuses to overwrite
+    assert "--force" in capsys.readouterr().err
+    assert (out / "indices.npy").read_bytes() == before
+    assert main([*args, "--index", "ivfpq", "--force"]) == 0
+    assert KNNGraph.load(out).meta["index"]["kind"] == "ivfpq"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["X.npy", "gdir", "gdir.config.json", "y.npy"]
+
+
+def test_build_graph_chunked_errors(tmp_path, capsys):
+    X = np.random.default_rng(0).normal(size=(100, 4)).astype(np.float32)
+    X[90, 1] = np.nan
+    np.save(tmp_path / "X.npy", X)
+    base = ["build-graph", str(tmp_path / "X.npy"), "--chunked", "--k", "3", "-q"]
+    assert main([*base, "--chunk-size", "30", "-o", str(tmp_path / "g")]) == 2
+    assert "first bad row: 90" in capsys.readouterr().err
+    assert main([*base, "--embedder", "siamese", "-o", str(tmp_path / "g")]) == 2
+    assert "Siamese" in capsys.readouterr().err
+    assert main([*base, "-o", str(tmp_path / "g.npz")]) == 2
+    assert "folder" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["X.npy"]
