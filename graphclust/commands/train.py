@@ -45,13 +45,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from graphclust.commands.runfolder import prepare_run_folder, write_jsonl
 from graphclust.utils import (
     GraphclustError,
     atomic_path,
@@ -175,34 +175,6 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
     return {k: getattr(args, k) for k in keys}
 
 
-def _prepare_folder(out: Path, resume: bool, force: bool) -> bool:
-    """Check/clear the run folder; return True when an earlier run is resumed."""
-    config = out / "config.json"
-    if out.exists() and not out.is_dir():
-        raise GraphclustError(f"output {out} is a file, but a run folder is expected")
-    if out.exists() and resume:
-        if not config.exists():
-            raise GraphclustError(
-                f"{out} has no config.json, so it is not a run folder to resume; choose another -o"
-            )
-        return True
-    if out.exists() and force:
-        if any(out.iterdir()) and not config.exists():
-            raise GraphclustError(
-                f"{out} is not empty and is not a graphclust run folder (no config.json); "
-                "refusing to delete it with --force; choose another -o"
-            )
-        shutil.rmtree(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    prepare_output(out, force=False, is_dir=True)
-    return False
-
-
-def _write_log(path: Path, history: list[dict]) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in history))
-
-
 def run(args: argparse.Namespace) -> int:
     from graphclust import distributed as gdist
 
@@ -290,7 +262,7 @@ def _run(args: argparse.Namespace, ctx: Any) -> int:
         config["distributed"] = {"world_size": ctx.world_size, "backend": ctx.backend}
 
     def start_folder() -> bool:
-        resumed = _prepare_folder(out, args.resume, args.force)
+        resumed = prepare_run_folder(out, args.resume, args.force)
         if resumed:
             old = json.loads(config_path.read_text())
             before = {**_LATER_DEFAULTS, **old["settings"]}
@@ -313,7 +285,7 @@ def _run(args: argparse.Namespace, ctx: Any) -> int:
 
     def log_epoch(record: dict, history: list) -> None:
         if main:
-            _write_log(log_path, history)
+            write_jsonl(log_path, history)
 
     common = dict(
         n_clusters=args.n_clusters, latent_dim=args.latent_dim, hidden=hidden,
@@ -380,7 +352,7 @@ def _write_outputs(args: argparse.Namespace, ctx: Any, out: Path, config: dict, 
     save_inspection(out, inspection_arrays(model, X, graph=graph_used, y=y))
     with atomic_path(out / "labels.npy") as tmp, open(tmp, "wb") as fh:
         np.save(fh, model.labels_)
-    _write_log(log_path, model.history_)
+    write_jsonl(log_path, model.history_)
     stage_times = {"load": {"seconds": load_s, "cached": False}, **model.stage_times_}
     metrics: dict[str, Any] = {
         "model": args.model,

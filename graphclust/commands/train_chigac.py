@@ -40,9 +40,9 @@ from typing import Any
 
 import numpy as np
 
+from graphclust.commands.runfolder import prepare_run_folder, write_jsonl
 from graphclust.utils import (
     GraphclustError,
-    atomic_path,
     prepare_output,
     versions,
     write_json,
@@ -165,34 +165,6 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
     return {k: getattr(args, k) for k in keys}
 
 
-def _prepare_folder(out: Path, resume: bool, force: bool) -> bool:
-    """Check/clear the run folder; return True when an earlier run is resumed."""
-    config = out / "config.json"
-    if out.exists() and not out.is_dir():
-        raise GraphclustError(f"output {out} is a file, but a run folder is expected")
-    if out.exists() and resume:
-        if not config.exists():
-            raise GraphclustError(
-                f"{out} has no config.json, so it is not a run folder to resume; choose another -o"
-            )
-        return True
-    if out.exists() and force:
-        if any(out.iterdir()) and not config.exists():
-            raise GraphclustError(
-                f"{out} is not empty and is not a graphclust run folder (no config.json); "
-                "refusing to delete it with --force; choose another -o"
-            )
-        shutil.rmtree(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    prepare_output(out, force=False, is_dir=True)
-    return False
-
-
-def _write_lines(path: Path, records: list[dict]) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
-
-
 def _estimator(args: argparse.Namespace, episodes, ckpt_dir: Path, resumed: bool):
     from graphclust.models.chigac_estimator import CHiGac
 
@@ -274,7 +246,7 @@ def run(args: argparse.Namespace) -> int:
                                    max_clusters=args.max_train_clusters,
                                    n_neighbors=args.n_neighbors)
 
-    resumed = _prepare_folder(out, args.resume, args.force)
+    resumed = prepare_run_folder(out, args.resume, args.force)
     settings = _settings(args)
     config_path = out / "config.json"
     if resumed:
@@ -306,7 +278,7 @@ def run(args: argparse.Namespace) -> int:
 
     def log_step(record: dict, history: list) -> None:
         if state["first"]:  # (re)write what the checkpoint holds, then append
-            _write_lines(log_path, history)
+            write_jsonl(log_path, history)
             state["first"] = False
         else:
             with open(log_path, "a") as fh:
@@ -316,7 +288,7 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     est.fit(callbacks=[log_step])
     train_s = time.perf_counter() - t0
-    _write_lines(log_path, est.history_)
+    write_jsonl(log_path, est.history_)
     est.save(ckpt_dir / MODEL_FILE)
 
     metrics: dict[str, Any] = {
