@@ -79,15 +79,15 @@ from graphclust.utils import (
 )
 
 __all__ = [
-    "DGG",
-    "VaDE",
     "AEGMM",
+    "DGG",
     "GMVAE",
-    "KDVAE",
     "KDAE",
+    "KDVAE",
     "VCAMI",
-    "GraphRegularizer",
     "ClusterInspection",
+    "GraphRegularizer",
+    "VaDE",
     "affinity_on_edges",
 ]
 

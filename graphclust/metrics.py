@@ -14,9 +14,9 @@ __all__ = [
     "ClusterScores",
     "cluster_acc",
     "match_clusters",
-    "score_clustering",
     "neighbor_purity",
     "purity_curve",
+    "score_clustering",
 ]
 
 

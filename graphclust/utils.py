@@ -11,25 +11,27 @@ import json
 import os
 import platform
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
 
 __all__ = [
     "GraphclustError",
-    "resolve_device",
-    "check_random_state",
-    "torch_generator",
-    "seed_from",
     "atomic_path",
-    "write_json",
     "check_features",
     "check_labels",
-    "prepare_output",
-    "versions",
+    "check_random_state",
+    "flush_denormals",
     "machine",
+    "prepare_output",
+    "resolve_device",
+    "seed_from",
+    "torch_generator",
+    "versions",
+    "write_json",
 ]
 
 
@@ -274,3 +276,29 @@ def machine() -> dict[str, Any]:
         "torch_threads": torch.get_num_threads(),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
     }
+
+
+@contextlib.contextmanager
+def flush_denormals() -> Iterator[None]:
+    """Treat subnormal floats as zero on the CPU while training (also a decorator).
+
+    With weight decay, weights that never receive a gradient (e.g. the first layer's
+    weights of pixels that are always 0 in MNIST) shrink geometrically and, after a
+    few thousand steps, become subnormal; x86 CPUs compute with subnormals tens of
+    times slower, and an epoch of DGG on MNIST slowed from 16 s to 58 s. Flushing
+    them to zero changes no result above ``1.2e-38``. The flag is process-wide in
+    PyTorch and cannot be read back, so it is switched off again on exit (its
+    default) when the outermost use ends.
+    """
+    _FLUSH_DEPTH[0] += 1
+    supported = torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        _FLUSH_DEPTH[0] -= 1
+        if supported and _FLUSH_DEPTH[0] == 0:
+            torch.set_flush_denormal(False)
+
+
+#: nesting depth of :func:`flush_denormals` (the torch flag it mirrors is process-wide)
+_FLUSH_DEPTH = [0]

@@ -10,13 +10,13 @@ from .networks import ACTIVATIONS, MLPEmbedding
 from .pairs import KNNPairMiner, LabelPairMiner, PairBatch, PairMiner
 
 __all__ = [
-    "SiameseEmbedder",
-    "MLPEmbedding",
     "ACTIVATIONS",
-    "PairBatch",
-    "PairMiner",
+    "ContrastiveLoss",
     "KNNPairMiner",
     "LabelPairMiner",
-    "ContrastiveLoss",
+    "MLPEmbedding",
+    "PairBatch",
+    "PairMiner",
+    "SiameseEmbedder",
     "euclidean_distance",
 ]

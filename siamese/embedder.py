@@ -5,8 +5,9 @@ from __future__ import annotations
 import copy
 import json
 import numbers
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -19,6 +20,7 @@ from graphclust.utils import (
     atomic_path,
     check_features,
     check_random_state,
+    flush_denormals,
     prepare_output,
     resolve_device,
     torch_generator,
@@ -174,7 +176,7 @@ class SiameseEmbedder(TransformerMixin, BaseEstimator):
                 f"siamese.pairs), got {type(self.miner).__name__}"
             )
 
-    def fit(self, X: Any, y: Any = None) -> "SiameseEmbedder":
+    def fit(self, X: Any, y: Any = None) -> SiameseEmbedder:
         """Train the network on pairs mined from ``X``.
 
         Parameters
@@ -341,7 +343,7 @@ class SiameseEmbedder(TransformerMixin, BaseEstimator):
         return path
 
     @classmethod
-    def load(cls, path: str | Path, device: str = "auto") -> "SiameseEmbedder":
+    def load(cls, path: str | Path, device: str = "auto") -> SiameseEmbedder:
         """Restore an embedder written by :meth:`save`.
 
         Parameters
@@ -419,6 +421,7 @@ class SiameseEmbedder(TransformerMixin, BaseEstimator):
         return est
 
 
+@flush_denormals()
 def _train_epoch(
     network: torch.nn.Module,
     loss_fn: ContrastiveLoss,
@@ -443,6 +446,7 @@ def _train_epoch(
     return float(total) / pairs.n_pairs
 
 
+@flush_denormals()
 def _train_epoch_sharded(
     model: torch.nn.Module,
     loss_fn: ContrastiveLoss,

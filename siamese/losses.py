@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn
 
 from graphclust.utils import GraphclustError
 
-__all__ = ["euclidean_distance", "ContrastiveLoss"]
+__all__ = ["ContrastiveLoss", "euclidean_distance"]
 
 
 def euclidean_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import math
 import operator
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
 
 from graphclust.utils import GraphclustError
 
-__all__ = ["MLPEmbedding", "ACTIVATIONS"]
+__all__ = ["ACTIVATIONS", "MLPEmbedding"]
 
 #: Activation names accepted by :class:`MLPEmbedding` (a callable returning a module also works).
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {

@@ -17,14 +17,20 @@ given the generator. Any object with these two methods can be passed to
 from __future__ import annotations
 
 import numbers
-from typing import Any, Callable, NamedTuple, Protocol, runtime_checkable
+from collections.abc import Callable
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
 import torch
 
-from graphclust.utils import GraphclustError, check_features, check_labels, torch_generator
+from graphclust.utils import (
+    GraphclustError,
+    check_features,
+    check_labels,
+    torch_generator,
+)
 
-__all__ = ["PairBatch", "PairMiner", "KNNPairMiner", "LabelPairMiner"]
+__all__ = ["KNNPairMiner", "LabelPairMiner", "PairBatch", "PairMiner"]
 
 
 class PairBatch(NamedTuple):
@@ -49,11 +55,11 @@ class PairBatch(NamedTuple):
         """Number of pairs in the batch."""
         return int(self.left.shape[0])
 
-    def select(self, index: torch.Tensor | slice) -> "PairBatch":
+    def select(self, index: torch.Tensor | slice) -> PairBatch:
         """The pairs at ``index`` (a slice, an index tensor or a boolean mask)."""
         return PairBatch(self.left[index], self.right[index], self.target[index])
 
-    def to(self, device: torch.device | str) -> "PairBatch":
+    def to(self, device: torch.device | str) -> PairBatch:
         """The same pairs on ``device``."""
         return PairBatch(self.left.to(device), self.right.to(device), self.target.to(device))
 
@@ -62,7 +68,7 @@ class PairBatch(NamedTuple):
 class PairMiner(Protocol):
     """What :class:`siamese.SiameseEmbedder` needs from a miner."""
 
-    def prepare(self, X: np.ndarray) -> "PairMiner":
+    def prepare(self, X: np.ndarray) -> PairMiner:
         """Precompute whatever sampling needs from ``X`` of shape ``(n_samples, n_features)``."""
         ...
 
@@ -235,7 +241,7 @@ class KNNPairMiner(_BaseMiner):
             f"method={self.method!r}{extra})"
         )
 
-    def prepare(self, X: Any) -> "KNNPairMiner":
+    def prepare(self, X: Any) -> KNNPairMiner:
         """Compute the ``n_neighbors`` nearest neighbours of every row of ``X``."""
         X = check_features(X)
         n = X.shape[0]
@@ -310,7 +316,7 @@ class LabelPairMiner(_BaseMiner):
             f"unlabeled={self.unlabeled!r})"
         )
 
-    def prepare(self, X: Any) -> "LabelPairMiner":
+    def prepare(self, X: Any) -> LabelPairMiner:
         """Group the labelled rows of ``X`` by class."""
         n = check_features(X).shape[0]
         y = check_labels(self.labels, n, name="labels")

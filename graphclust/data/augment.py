@@ -25,7 +25,7 @@ from torch import Tensor
 
 from graphclust.utils import GraphclustError
 
-__all__ = ["VectorAugment", "ImageAugment", "default_augmenter"]
+__all__ = ["ImageAugment", "VectorAugment", "default_augmenter"]
 
 
 def _check_rate(value: float, name: str) -> float:

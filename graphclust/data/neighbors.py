@@ -8,7 +8,8 @@ that a PyG ``MessagePassing`` layer consumes directly.
 
 from __future__ import annotations
 
-from typing import NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -17,7 +18,7 @@ from torch.utils.data import Dataset
 from graphclust.graph.graph import KNNGraph
 from graphclust.utils import GraphclustError, check_random_state, seed_from
 
-__all__ = ["NodeNeighbors", "SubgraphBatch", "NeighborDataset", "SubgraphCollate"]
+__all__ = ["NeighborDataset", "NodeNeighbors", "SubgraphBatch", "SubgraphCollate"]
 
 
 class NodeNeighbors(NamedTuple):
@@ -61,7 +62,7 @@ class SubgraphBatch(NamedTuple):
     edge_weight: torch.Tensor
     n_anchors: int
 
-    def to(self, device: torch.device | str) -> "SubgraphBatch":
+    def to(self, device: torch.device | str) -> SubgraphBatch:
         return SubgraphBatch(
             self.node_ids.to(device),
             self.x.to(device),

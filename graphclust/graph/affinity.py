@@ -7,19 +7,19 @@ on the fixed-width kNN layout; symmetrisation works on the sparse form (see
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
 from graphclust.utils import GraphclustError
 
 __all__ = [
-    "self_tuning_gaussian",
-    "uniform",
-    "heat",
-    "row_normalize",
     "KERNELS",
     "get_kernel",
+    "heat",
+    "row_normalize",
+    "self_tuning_gaussian",
+    "uniform",
 ]
 
 

@@ -26,7 +26,7 @@ from graphclust.graph.affinity import get_kernel, row_normalize
 from graphclust.graph.knn import KNNResult, knn_search
 from graphclust.utils import GraphclustError, atomic_path, check_features
 
-__all__ = ["FOLDER_FILES", "KNNGraph", "build_knn_graph", "data_fingerprint", "SYMMETRIZE_MODES"]
+__all__ = ["FOLDER_FILES", "SYMMETRIZE_MODES", "KNNGraph", "build_knn_graph", "data_fingerprint"]
 
 SYMMETRIZE_MODES = ("none", "max", "mean", "min", "sum")
 _FORMAT_VERSION = 1
@@ -139,7 +139,7 @@ class KNNGraph:
                 "values or order); rebuild the graph for these data"
             )
 
-    def topk(self, k: int) -> "KNNGraph":
+    def topk(self, k: int) -> KNNGraph:
         """The graph restricted to each node's ``k`` nearest neighbours (weights re-normalised
         when the graph's weights were row-normalised)."""
         if not 1 <= k <= self.k:
@@ -228,14 +228,14 @@ class KNNGraph:
         return g
 
     @classmethod
-    def from_dgl(cls, g, weight_key: str = "w") -> "KNNGraph":
+    def from_dgl(cls, g, weight_key: str = "w") -> KNNGraph:
         """Rebuild a fixed-width kNN graph from a DGL graph with the same in-degree everywhere."""
         src, dst = (t.cpu().numpy() for t in g.edges())
         w = g.edata[weight_key].cpu().numpy() if weight_key in g.edata else np.ones(len(src))
         return cls._from_edges(src, dst, w, g.num_nodes())
 
     @classmethod
-    def _from_edges(cls, src, dst, w, n) -> "KNNGraph":
+    def _from_edges(cls, src, dst, w, n) -> KNNGraph:
         order = np.lexsort((-np.asarray(w), dst))
         src, dst, w = np.asarray(src)[order], np.asarray(dst)[order], np.asarray(w)[order]
         deg = np.bincount(dst, minlength=n)
@@ -258,13 +258,12 @@ class KNNGraph:
         }
         if self.labels is not None:
             arrays["labels"] = self.labels
-        with atomic_path(path) as tmp:
-            with open(tmp, "wb") as fh:
-                np.savez_compressed(fh, **arrays)
+        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+            np.savez_compressed(fh, **arrays)
         return path
 
     @classmethod
-    def load(cls, path: str | os.PathLike, mmap: bool = False) -> "KNNGraph":
+    def load(cls, path: str | os.PathLike, mmap: bool = False) -> KNNGraph:
         """Load a graph saved by :meth:`save` (``.npz``) or a graph folder.
 
         Parameters
@@ -306,7 +305,7 @@ class KNNGraph:
             ) from exc
 
     @classmethod
-    def _load_folder(cls, path: Path, mmap: bool) -> "KNNGraph":
+    def _load_folder(cls, path: Path, mmap: bool) -> KNNGraph:
         required = [FOLDER_FILES[key] for key in ("indices", "weights", "distances", "meta")]
         missing = [name for name in required if not (path / name).is_file()]
         if missing:

@@ -23,16 +23,16 @@ from matplotlib.ticker import MaxNLocator, NullLocator
 from graphclust.inspect.stats import BlockAffinity, Confusion, Histogram, TopFeatures
 
 __all__ = [
+    "figure_png",
     "group_colors",
     "plot_block_affinity",
     "plot_cluster_affinity",
-    "plot_purity",
     "plot_distributions",
+    "plot_map",
+    "plot_purity",
     "plot_samples",
     "plot_top_features",
-    "plot_map",
     "plot_training",
-    "figure_png",
 ]
 
 _MAX_TICK_GROUPS = 30

@@ -35,7 +35,7 @@ from graphclust.inspect.interface import (
 from graphclust.inspect.stats import check_affinity, encode_groups
 from graphclust.utils import GraphclustError, check_features
 
-__all__ = ["ReportInput", "Grouping", "load_inspection_input", "graph_matrix", "RUN_FILES"]
+__all__ = ["RUN_FILES", "Grouping", "ReportInput", "graph_matrix", "load_inspection_input"]
 
 RUN_FILES = ("config.json", "labels.npy", INSPECTION_FILE, "checkpoints/")
 

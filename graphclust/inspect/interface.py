@@ -35,14 +35,14 @@ import scipy.sparse as sp
 from graphclust.utils import GraphclustError, atomic_path
 
 __all__ = [
-    "Inspectable",
     "INSPECTION_FILE",
-    "inspection_arrays",
-    "edge_affinity",
+    "Inspectable",
     "affinity_from_edges",
-    "save_inspection",
-    "load_inspection",
     "check_inspection_arrays",
+    "edge_affinity",
+    "inspection_arrays",
+    "load_inspection",
+    "save_inspection",
 ]
 
 INSPECTION_FILE = "inspection.npz"

@@ -35,7 +35,7 @@ from graphclust.utils import (
     versions,
 )
 
-__all__ = ["write_report", "Panel", "MAP_METHODS", "build_panels", "check_report_options"]
+__all__ = ["MAP_METHODS", "Panel", "build_panels", "check_report_options", "write_report"]
 
 MAP_METHODS = ("pca", "umap")
 _CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"

@@ -28,7 +28,7 @@ from graphclust.data.neighbors import SubgraphBatch
 from graphclust.graph.graph import KNNGraph
 from graphclust.utils import GraphclustError
 
-__all__ = ["NeighborBatches", "BatchShard", "subgraph_batch", "batch_node_ids"]
+__all__ = ["BatchShard", "NeighborBatches", "batch_node_ids", "subgraph_batch"]
 
 
 def batch_node_ids(anchors: Tensor, neighbors: Tensor) -> Tensor:

@@ -18,7 +18,7 @@ from safetensors.torch import load_file, safe_open, save_file
 
 from graphclust.utils import GraphclustError, atomic_path
 
-__all__ = ["save_weights", "load_weights", "save_state", "load_state", "config_fingerprint"]
+__all__ = ["config_fingerprint", "load_state", "load_weights", "save_state", "save_weights"]
 
 
 def config_fingerprint(config: dict[str, Any]) -> str:

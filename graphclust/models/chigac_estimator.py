@@ -50,6 +50,7 @@ from graphclust.utils import (
     atomic_path,
     check_features,
     check_random_state,
+    flush_denormals,
     prepare_output,
     resolve_device,
     torch_generator,
@@ -143,6 +144,7 @@ def step_rng(seed: int, step: int) -> np.random.Generator:
     return np.random.default_rng([int(seed), int(step) + 1])
 
 
+@flush_denormals()
 def train_chigac(
     model: ChigacModel,
     episodes,

@@ -42,15 +42,15 @@ from graphclust.nn.graph_reg import GraphTerms
 from graphclust.nn.likelihood import Likelihood
 from graphclust.nn.mlp import check_hidden
 from graphclust.nn.stacked import StackedDecoder, StackedGaussianEncoder
-from graphclust.utils import GraphclustError
+from graphclust.utils import GraphclustError, flush_denormals
 
 __all__ = [
-    "PairTerms",
-    "KAutoencoders",
-    "build_k_autoencoders",
-    "pretrain_pairs",
-    "gaussian_kl_standard",
     "KAutoencoderRecipe",
+    "KAutoencoders",
+    "PairTerms",
+    "build_k_autoencoders",
+    "gaussian_kl_standard",
+    "pretrain_pairs",
 ]
 
 
@@ -197,6 +197,7 @@ def build_k_autoencoders(
     return KAutoencoders(enc, dec, likelihood, variational)
 
 
+@flush_denormals()
 def pretrain_pairs(
     model: KAutoencoders,
     X: Tensor,

@@ -29,7 +29,7 @@ from graphclust.models.checkpoint import load_state, save_state
 from graphclust.models.regularizer import GraphRegularizer
 from graphclust.models.training import EpochCallback, predict_gamma
 from graphclust.nn.graph_reg import GraphTerms
-from graphclust.utils import GraphclustError
+from graphclust.utils import GraphclustError, flush_denormals
 
 __all__ = ["ClusterModel", "FitConfig", "LoopResult", "train_cluster_model"]
 
@@ -146,6 +146,7 @@ def _rng_state(gen: torch.Generator | None) -> Tensor | None:
     return None if gen is None else gen.get_state()
 
 
+@flush_denormals()
 def train_cluster_model(
     model: torch.nn.Module,
     X: Tensor,

@@ -24,14 +24,14 @@ from graphclust.nn.mlp import Decoder, GaussianEncoder, check_hidden, init_linea
 from graphclust.utils import GraphclustError
 
 __all__ = [
-    "GaussianMixturePrior",
-    "ClusterPosterior",
-    "ClassifierHead",
-    "GMMPosterior",
-    "NodeTerms",
     "GMVAE",
-    "build_gmvae",
     "POSTERIORS",
+    "ClassifierHead",
+    "ClusterPosterior",
+    "GMMPosterior",
+    "GaussianMixturePrior",
+    "NodeTerms",
+    "build_gmvae",
 ]
 
 _LOG_2PI = math.log(2.0 * math.pi)

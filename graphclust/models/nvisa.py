@@ -45,13 +45,13 @@ from graphclust.nn.vimco import vimco_terms
 from graphclust.utils import GraphclustError
 
 __all__ = [
-    "StdAnnealing",
-    "ConditionalPosterior",
     "NVISA",
-    "build_nvisa",
-    "gaussian_log_prob",
-    "gaussian_kl",
+    "ConditionalPosterior",
     "NVISARecipe",
+    "StdAnnealing",
+    "build_nvisa",
+    "gaussian_kl",
+    "gaussian_log_prob",
 ]
 
 _LOG_2PI = math.log(2.0 * math.pi)

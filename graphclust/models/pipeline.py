@@ -52,7 +52,7 @@ from graphclust.models.training import EpochCallback, TrainConfig, train_dgg
 from graphclust.nn.likelihood import Likelihood
 from graphclust.utils import GraphclustError, atomic_path
 
-__all__ = ["PretrainConfig", "KNNGraphBuilder", "FitResult", "fit_gmvae", "stage_seeds", "STAGES"]
+__all__ = ["STAGES", "FitResult", "KNNGraphBuilder", "PretrainConfig", "fit_gmvae", "stage_seeds"]
 
 #: Random consumers, in the order their seeds are spawned from the run seed.
 STAGES = ("weights", "pretrain_ae", "init", "batches", "noise")

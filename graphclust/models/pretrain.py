@@ -21,18 +21,18 @@ import torch
 from tqdm.auto import tqdm
 
 from graphclust.models.mixture import GMVAE, ClassifierHead
-from graphclust.utils import GraphclustError
+from graphclust.utils import GraphclustError, flush_denormals
 
 __all__ = [
-    "InitResult",
     "GMMInit",
-    "UMAPGMMInit",
+    "InitResult",
     "LabelsInit",
+    "UMAPGMMInit",
+    "apply_init",
+    "latent_means",
     "moments_from_labels",
     "pretrain_autoencoder",
-    "apply_init",
     "pretrain_head",
-    "latent_means",
 ]
 
 
@@ -207,6 +207,7 @@ def _batches(n: int, batch_size: int, generator: torch.Generator | None):
     return torch.randperm(n, generator=generator).split(batch_size)
 
 
+@flush_denormals()
 def pretrain_autoencoder(
     model: GMVAE,
     X: torch.Tensor,

@@ -35,7 +35,7 @@ from graphclust.nn.graph_reg import GraphTerms, NeighborELBO
 from graphclust.nn.likelihood import Likelihood
 from graphclust.utils import GraphclustError
 
-__all__ = ["GraphRegularizer", "PI_MODES"]
+__all__ = ["PI_MODES", "GraphRegularizer"]
 
 PI_MODES = ("graph", "model")
 

@@ -51,7 +51,7 @@ from graphclust.models.training import EpochCallback
 from graphclust.nn.likelihood import Likelihood
 from graphclust.utils import GraphclustError
 
-__all__ = ["ModelFit", "fit_cluster_model", "run_seeds", "RUN_STAGES"]
+__all__ = ["RUN_STAGES", "ModelFit", "fit_cluster_model", "run_seeds"]
 
 #: Random consumers: DGG's (same seeds for the same run seed) plus the model start.
 RUN_STAGES = (*STAGES, "start")

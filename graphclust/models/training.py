@@ -45,9 +45,9 @@ from graphclust.models.batching import NeighborBatches, subgraph_batch
 from graphclust.models.checkpoint import load_state, save_state
 from graphclust.models.mixture import GMVAE
 from graphclust.nn.dgg import PI_FLOOR, DGGObjective, MixingPropagation, mixing_matrix
-from graphclust.utils import GraphclustError
+from graphclust.utils import GraphclustError, flush_denormals
 
-__all__ = ["TrainConfig", "TrainResult", "train_dgg", "predict_gamma", "EpochCallback"]
+__all__ = ["EpochCallback", "TrainConfig", "TrainResult", "predict_gamma", "train_dgg"]
 
 #: ``callback(record, history)`` after each epoch's checkpoint; raising stops training
 #: (the checkpoint of that epoch is complete, so a resumed run continues from it).
@@ -225,6 +225,7 @@ class _BatchObjective(torch.nn.Module):
         )
 
 
+@flush_denormals()
 def train_dgg(
     model: GMVAE,
     X: torch.Tensor,

@@ -51,7 +51,7 @@ from graphclust.nn.mutual_info import (
 )
 from graphclust.utils import GraphclustError
 
-__all__ = ["VCAMIWeights", "VCAMITerms", "LatentSample", "VCAMI", "build_vcami", "VCAMIRecipe"]
+__all__ = ["VCAMI", "LatentSample", "VCAMIRecipe", "VCAMITerms", "VCAMIWeights", "build_vcami"]
 
 _LOG_2PI = math.log(2.0 * math.pi)
 

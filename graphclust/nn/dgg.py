@@ -33,7 +33,7 @@ from graphclust.graph.graph import KNNGraph
 from graphclust.nn.likelihood import Likelihood
 from graphclust.utils import GraphclustError
 
-__all__ = ["DGGObjective", "MixingPropagation", "normalize_edges", "mixing_matrix", "PI_FLOOR"]
+__all__ = ["PI_FLOOR", "DGGObjective", "MixingPropagation", "mixing_matrix", "normalize_edges"]
 
 #: ``pi`` is floored here before the log (design note section 8).
 PI_FLOOR = 1e-10

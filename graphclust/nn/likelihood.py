@@ -18,11 +18,11 @@ import torch.nn.functional as F
 from graphclust.utils import GraphclustError
 
 __all__ = [
-    "Likelihood",
+    "LIKELIHOODS",
     "BernoulliLikelihood",
     "GaussianLikelihood",
     "LearnedStdGaussianLikelihood",
-    "LIKELIHOODS",
+    "Likelihood",
     "get_likelihood",
     "infer_likelihood",
 ]

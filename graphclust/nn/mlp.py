@@ -16,7 +16,7 @@ from torch import nn
 
 from graphclust.utils import GraphclustError
 
-__all__ = ["GaussianPosterior", "GaussianEncoder", "Decoder", "mlp", "init_linear", "check_hidden"]
+__all__ = ["Decoder", "GaussianEncoder", "GaussianPosterior", "check_hidden", "init_linear", "mlp"]
 
 
 def check_hidden(hidden: Sequence[int], name: str = "hidden") -> tuple[int, ...]:

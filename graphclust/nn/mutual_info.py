@@ -32,11 +32,11 @@ from graphclust.nn.mlp import mlp
 from graphclust.utils import GraphclustError
 
 __all__ = [
-    "joint_assignments",
-    "discrete_mutual_information",
-    "mutual_information_per_node",
-    "jsd_mi_terms",
     "PairDiscriminator",
+    "discrete_mutual_information",
+    "joint_assignments",
+    "jsd_mi_terms",
+    "mutual_information_per_node",
 ]
 
 #: Probabilities are floored here before logs.

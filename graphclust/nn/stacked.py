@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from graphclust.nn.mlp import GaussianPosterior, check_hidden
 from graphclust.utils import GraphclustError
 
-__all__ = ["StackedLinear", "StackedMLP", "StackedGaussianEncoder", "StackedDecoder"]
+__all__ = ["StackedDecoder", "StackedGaussianEncoder", "StackedLinear", "StackedMLP"]
 
 
 class StackedLinear(nn.Module):

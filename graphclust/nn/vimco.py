@@ -29,7 +29,7 @@ from torch import Tensor
 
 from graphclust.utils import GraphclustError
 
-__all__ = ["VimcoTerms", "vimco_terms", "log_mean_exp", "leave_one_out_bounds"]
+__all__ = ["VimcoTerms", "leave_one_out_bounds", "log_mean_exp", "vimco_terms"]
 
 
 class VimcoTerms(NamedTuple):
