@@ -20,11 +20,11 @@ import torch
 
 __all__ = [
     "GraphclustError",
+    "SubnormalGuard",
     "atomic_path",
     "check_features",
     "check_labels",
     "check_random_state",
-    "flush_denormals",
     "machine",
     "prepare_output",
     "resolve_device",
@@ -278,27 +278,49 @@ def machine() -> dict[str, Any]:
     }
 
 
-@contextlib.contextmanager
-def flush_denormals() -> Iterator[None]:
-    """Treat subnormal floats as zero on the CPU while training (also a decorator).
+class SubnormalGuard:
+    """Flush subnormal floats in a model's parameters and optimiser state to zero.
 
-    With weight decay, weights that never receive a gradient (e.g. the first layer's
-    weights of pixels that are always 0 in MNIST) shrink geometrically and, after a
-    few thousand steps, become subnormal; x86 CPUs compute with subnormals tens of
-    times slower, and an epoch of DGG on MNIST slowed from 16 s to 58 s. Flushing
-    them to zero changes no result above ``1.2e-38``. The flag is process-wide in
-    PyTorch and cannot be read back, so it is switched off again on exit (its
-    default) when the outermost use ends.
+    With weight decay, weights that never receive a gradient (the first layer's weights
+    of pixels that are always 0 in MNIST, the inputs of dead ReLU units) shrink
+    geometrically, and the Adam moments of parameters whose gradient stopped decay the
+    same way; after a few thousand steps they are subnormal, and x86 CPUs compute with
+    subnormals tens of times slower: a DGG epoch on MNIST slowed from 16 s to 58 s.
+    ``torch.set_flush_denormal`` cannot help, as it only reaches the calling thread, not
+    the intra-op worker threads that already exist. Call :meth:`step` after each
+    optimiser step; every ``every`` steps it sets entries with ``|x| < threshold`` to
+    zero. The default ``1e-30`` leaves room: a value decaying by Adam's 0.9 per step
+    needs ~70 steps from there to the subnormal range (below ``1.2e-38``), and nothing
+    that small moves a float32 result computed from normal-sized values.
+
+    Parameters
+    ----------
+    optimizer : torch.optim.Optimizer
+        Its parameters and their state tensors are cleaned.
+    every : int
+        Steps between two passes (a pass costs about one elementwise op per tensor).
+    threshold : float
+        Magnitude below which entries are set to zero.
     """
-    _FLUSH_DEPTH[0] += 1
-    supported = torch.set_flush_denormal(True)
-    try:
-        yield
-    finally:
-        _FLUSH_DEPTH[0] -= 1
-        if supported and _FLUSH_DEPTH[0] == 0:
-            torch.set_flush_denormal(False)
 
+    def __init__(self, optimizer: torch.optim.Optimizer, every: int = 25,
+                 threshold: float = 1e-30) -> None:
+        self.optimizer = optimizer
+        self.every = max(1, int(every))
+        self.threshold = float(threshold)
+        self._count = 0
 
-#: nesting depth of :func:`flush_denormals` (the torch flag it mirrors is process-wide)
-_FLUSH_DEPTH = [0]
+    def step(self) -> None:
+        self._count += 1
+        if self._count % self.every == 0:
+            self.flush()
+
+    @torch.no_grad()
+    def flush(self) -> None:
+        """One pass over every floating tensor of the parameters and their state."""
+        for group in self.optimizer.param_groups:
+            for p in group["params"]:
+                tensors = [p, *self.optimizer.state.get(p, {}).values()]
+                for t in tensors:
+                    if isinstance(t, torch.Tensor) and t.is_floating_point() and t.dim() > 0:
+                        t.masked_fill_(t.abs() < self.threshold, 0.0)

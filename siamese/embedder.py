@@ -17,10 +17,10 @@ from tqdm.auto import tqdm
 
 from graphclust.utils import (
     GraphclustError,
+    SubnormalGuard,
     atomic_path,
     check_features,
     check_random_state,
-    flush_denormals,
     prepare_output,
     resolve_device,
     torch_generator,
@@ -421,7 +421,6 @@ class SiameseEmbedder(TransformerMixin, BaseEstimator):
         return est
 
 
-@flush_denormals()
 def _train_epoch(
     network: torch.nn.Module,
     loss_fn: ContrastiveLoss,
@@ -432,6 +431,7 @@ def _train_epoch(
 ) -> float:
     """One pass over ``pairs`` (already shuffled, on X's device); returns the mean loss."""
     network.train()
+    guard = SubnormalGuard(optimizer)
     total = torch.zeros((), dtype=torch.float64, device=X.device)
     for start in range(0, pairs.n_pairs, batch_size):
         batch = pairs.select(slice(start, start + batch_size))
@@ -442,11 +442,12 @@ def _train_epoch(
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        guard.step()
         total += loss.detach().double() * b
+    guard.flush()
     return float(total) / pairs.n_pairs
 
 
-@flush_denormals()
 def _train_epoch_sharded(
     model: torch.nn.Module,
     loss_fn: ContrastiveLoss,
@@ -463,6 +464,7 @@ def _train_epoch_sharded(
     is the mean over all ``b`` pairs. Returns the mean loss over all pairs (same on every rank).
     """
     model.train()
+    guard = SubnormalGuard(optimizer)
     W = dist.world_size
     batch_norm = any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
     total = torch.zeros((), dtype=torch.float64, device=X.device)
@@ -484,4 +486,6 @@ def _train_epoch_sharded(
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        guard.step()
+    guard.flush()
     return dist.all_reduce_metrics({"total": float(total)})["total"] / pairs.n_pairs

@@ -1,21 +1,24 @@
 """Tests of graphclust.utils helpers not covered elsewhere."""
 
-import pytest
 import torch
 
 
-def test_flush_denormals_nests_and_restores():
-    from graphclust.utils import flush_denormals
+def test_subnormal_guard_flushes_parameters_and_state_every_n_steps():
+    from graphclust.utils import SubnormalGuard
 
-    def tiny() -> float:
-        return float(torch.tensor([1e-40], dtype=torch.float32) * 1.0)
-
-    if not torch.set_flush_denormal(False):
-        pytest.skip("this CPU cannot flush subnormals (no SSE3)")
-    assert tiny() > 0  # 1e-40 is subnormal in float32 and kept by default
-    with flush_denormals():
-        assert tiny() == 0.0
-        with flush_denormals():
-            assert tiny() == 0.0
-        assert tiny() == 0.0  # the inner exit leaves the outer one in force
-    assert tiny() > 0
+    tiny = torch.finfo(torch.float32).tiny
+    p = torch.nn.Parameter(torch.tensor([1.0, tiny / 4, -tiny / 8, 0.0]))
+    opt = torch.optim.Adam([p], lr=0.1)
+    opt.state[p]["exp_avg"] = torch.tensor([tiny / 2, 2.0, 0.0, -tiny / 3])
+    opt.state[p]["step"] = torch.tensor(3.0)  # a 0-d counter is left alone
+    guard = SubnormalGuard(opt, every=3, threshold=tiny)
+    guard.step()
+    guard.step()
+    assert int((p.data != 0).sum()) == 3  # not yet: every 3rd step
+    guard.step()
+    assert p.data.tolist() == [1.0, 0.0, 0.0, 0.0]
+    assert opt.state[p]["exp_avg"].tolist() == [0.0, 2.0, 0.0, 0.0]
+    assert float(opt.state[p]["step"]) == 3.0
+    p.data.fill_(1e-31)
+    SubnormalGuard(opt).flush()  # the default threshold, 1e-30, keeps a margin
+    assert not p.data.any()

@@ -47,10 +47,10 @@ from graphclust.models.chigac import (
 )
 from graphclust.utils import (
     GraphclustError,
+    SubnormalGuard,
     atomic_path,
     check_features,
     check_random_state,
-    flush_denormals,
     prepare_output,
     resolve_device,
     torch_generator,
@@ -144,7 +144,6 @@ def step_rng(seed: int, step: int) -> np.random.Generator:
     return np.random.default_rng([int(seed), int(step) + 1])
 
 
-@flush_denormals()
 def train_chigac(
     model: ChigacModel,
     episodes,
@@ -189,6 +188,7 @@ def train_chigac(
     device = next(model.parameters()).device
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=config.lr,
                            weight_decay=config.weight_decay)
+    guard = SubnormalGuard(opt)
     key = json.dumps({"fingerprint": fingerprint, "train": config.resume_key(), "seed": int(seed)},
                      sort_keys=True)
     history: list[dict] = []
@@ -232,6 +232,7 @@ def train_chigac(
         terms.loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip)
         opt.step()
+        guard.step()
         loss = float(terms.loss.detach())
         if not math.isfinite(loss):
             raise GraphclustError(

@@ -42,7 +42,7 @@ from graphclust.nn.graph_reg import GraphTerms
 from graphclust.nn.likelihood import Likelihood
 from graphclust.nn.mlp import check_hidden
 from graphclust.nn.stacked import StackedDecoder, StackedGaussianEncoder
-from graphclust.utils import GraphclustError, flush_denormals
+from graphclust.utils import GraphclustError, SubnormalGuard
 
 __all__ = [
     "KAutoencoderRecipe",
@@ -197,7 +197,6 @@ def build_k_autoencoders(
     return KAutoencoders(enc, dec, likelihood, variational)
 
 
-@flush_denormals()
 def pretrain_pairs(
     model: KAutoencoders,
     X: Tensor,
@@ -237,6 +236,7 @@ def pretrain_pairs(
     if lab.numel() and (int(lab.min()) < 0 or int(lab.max()) >= model.n_clusters):
         raise GraphclustError(f"labels must lie in [0, {model.n_clusters})")
     opt = torch.optim.Adam(model.parameters(), lr=lr)
+    guard = SubnormalGuard(opt)
     n = X.shape[0]
     noise = generator
     if X.device.type != "cpu":  # the samples' generator lives on the data's device
@@ -257,6 +257,7 @@ def pretrain_pairs(
             opt.zero_grad(set_to_none=True)
             nll.backward()
             opt.step()
+            guard.step()
             total += nll.item() * len(idx)
         losses.append(total / max(n, 1))
         if verbose:

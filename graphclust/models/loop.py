@@ -29,7 +29,7 @@ from graphclust.models.checkpoint import load_state, save_state
 from graphclust.models.regularizer import GraphRegularizer
 from graphclust.models.training import EpochCallback, predict_gamma
 from graphclust.nn.graph_reg import GraphTerms
-from graphclust.utils import GraphclustError, flush_denormals
+from graphclust.utils import GraphclustError, SubnormalGuard
 
 __all__ = ["ClusterModel", "FitConfig", "LoopResult", "train_cluster_model"]
 
@@ -146,7 +146,6 @@ def _rng_state(gen: torch.Generator | None) -> Tensor | None:
     return None if gen is None else gen.get_state()
 
 
-@flush_denormals()
 def train_cluster_model(
     model: torch.nn.Module,
     X: Tensor,
@@ -199,6 +198,7 @@ def train_cluster_model(
         )
     device = X.device
     opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    guard = SubnormalGuard(opt)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=config.lr_step, gamma=config.lr_gamma)
     layer = P = None
     if regularizer is None:
@@ -275,6 +275,7 @@ def train_cluster_model(
             if config.max_grad_norm is not None:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
             opt.step()
+            guard.step()
             total += loss.item() * B
             seen += B
         sched.step()

@@ -21,7 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from graphclust.models.mixture import GMVAE, ClassifierHead
-from graphclust.utils import GraphclustError, flush_denormals
+from graphclust.utils import GraphclustError, SubnormalGuard
 
 __all__ = [
     "GMMInit",
@@ -207,7 +207,6 @@ def _batches(n: int, batch_size: int, generator: torch.Generator | None):
     return torch.randperm(n, generator=generator).split(batch_size)
 
 
-@flush_denormals()
 def pretrain_autoencoder(
     model: GMVAE,
     X: torch.Tensor,
@@ -246,6 +245,7 @@ def pretrain_autoencoder(
         + list(model.decoder.parameters())
     )
     opt = torch.optim.Adam(params, lr=lr)
+    guard = SubnormalGuard(opt)
     losses = []
     n = X.shape[0]
     model.train()
@@ -263,6 +263,7 @@ def pretrain_autoencoder(
             opt.zero_grad(set_to_none=True)
             nll.backward()
             opt.step()
+            guard.step()
             total += nll.item() * len(idx)
         losses.append(total / n)
         if verbose:

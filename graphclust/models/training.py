@@ -45,7 +45,7 @@ from graphclust.models.batching import NeighborBatches, subgraph_batch
 from graphclust.models.checkpoint import load_state, save_state
 from graphclust.models.mixture import GMVAE
 from graphclust.nn.dgg import PI_FLOOR, DGGObjective, MixingPropagation, mixing_matrix
-from graphclust.utils import GraphclustError, flush_denormals
+from graphclust.utils import GraphclustError, SubnormalGuard
 
 __all__ = ["EpochCallback", "TrainConfig", "TrainResult", "predict_gamma", "train_dgg"]
 
@@ -225,7 +225,6 @@ class _BatchObjective(torch.nn.Module):
         )
 
 
-@flush_denormals()
 def train_dgg(
     model: GMVAE,
     X: torch.Tensor,
@@ -279,6 +278,7 @@ def train_dgg(
     objective = DGGObjective(model.likelihood, config.self_weight)
     mixer = MixingPropagation(config.self_weight)
     opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    guard = SubnormalGuard(opt)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=config.lr_step, gamma=config.lr_gamma)
     batches = NeighborBatches(
         X, graph, config.batch_size,
@@ -352,6 +352,7 @@ def train_dgg(
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
+                guard.step()
                 total += loss.item() * B
                 seen += B
         else:
@@ -367,6 +368,7 @@ def train_dgg(
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
+                guard.step()
                 total += -float(obj.detach().sum())
             sums = dist.all_reduce_metrics({"total": total})
             total, seen = sums["total"], X.shape[0]
