@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from safetensors import SafetensorError
@@ -18,7 +18,15 @@ from safetensors.torch import load_file, safe_open, save_file
 
 from graphclust.utils import GraphclustError, atomic_path
 
-__all__ = ["config_fingerprint", "load_state", "load_weights", "save_state", "save_weights"]
+__all__ = [
+    "EpochState",
+    "config_fingerprint",
+    "load_state",
+    "load_weights",
+    "restore_epoch_state",
+    "save_state",
+    "save_weights",
+]
 
 
 def config_fingerprint(config: dict[str, Any]) -> str:
@@ -69,3 +77,63 @@ def load_state(path: str | os.PathLike) -> dict[str, Any]:
             f"could not read checkpoint {path} ({type(exc).__name__}: {exc}); delete it (or rerun "
             "with --force) to start the stage over"
         ) from exc
+
+
+class EpochState(NamedTuple):
+    """Training state restored from an epoch checkpoint (see :func:`restore_epoch_state`)."""
+
+    start: int
+    pi: torch.Tensor | None
+    gamma: torch.Tensor
+    history: list[dict]
+
+
+def restore_epoch_state(
+    state: dict[str, Any],
+    path: str | os.PathLike,
+    fingerprint: str,
+    n_epochs: int,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    generators: dict[str, torch.Generator],
+    device: torch.device,
+) -> EpochState:
+    """Load an epoch checkpoint written by a training loop back into its objects.
+
+    Parameters
+    ----------
+    state : dict
+        The checkpoint (:func:`load_state`) with keys ``fingerprint``, ``epoch``,
+        ``model``, ``optimizer``, ``scheduler``, ``rng``, ``pi``, ``gamma``, ``history``.
+    path : path-like
+        Where it came from (for messages).
+    fingerprint : str
+        The current run's settings fingerprint; a checkpoint of other settings is refused.
+    n_epochs : int
+        Epochs asked for; a checkpoint beyond them is refused.
+    model, optimizer, scheduler :
+        Restored in place.
+    generators : dict
+        ``{"batch": ..., "noise": ...}`` generators whose states are restored.
+    device : torch.device
+        Where ``pi`` and ``gamma`` go.
+    """
+    if state.get("fingerprint") != fingerprint:
+        raise GraphclustError(
+            f"checkpoint {path} was written by a run with other settings or data; start over "
+            "(--force) or resume with the original settings"
+        )
+    start = int(state["epoch"])
+    if start > n_epochs:
+        raise GraphclustError(
+            f"checkpoint {path} is at epoch {start}, beyond n_epochs={n_epochs}; "
+            "ask for at least that many epochs"
+        )
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    for name, gen in generators.items():
+        gen.set_state(state["rng"][name])
+    pi = None if state["pi"] is None else state["pi"].to(device)
+    return EpochState(start, pi, state["gamma"].to(device), list(state["history"]))

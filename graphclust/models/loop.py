@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from graphclust.metrics import score_clustering
 from graphclust.models.batching import NeighborBatches
-from graphclust.models.checkpoint import load_state, save_state
+from graphclust.models.checkpoint import load_state, restore_epoch_state, save_state
 from graphclust.models.regularizer import GraphRegularizer
 from graphclust.models.training import EpochCallback, predict_gamma
 from graphclust.nn.graph_reg import GraphTerms
@@ -222,25 +222,9 @@ def train_cluster_model(
     ckpt = None if checkpoint is None else Path(checkpoint)
     if resume and ckpt is not None and ckpt.exists():
         state = load_state(ckpt)
-        if state.get("fingerprint") != fingerprint:
-            raise GraphclustError(
-                f"checkpoint {ckpt} was written by a run with other settings or data; start over "
-                "(--force) or resume with the original settings"
-            )
-        start = int(state["epoch"])
-        if start > config.n_epochs:
-            raise GraphclustError(
-                f"checkpoint {ckpt} is at epoch {start}, beyond n_epochs={config.n_epochs}; "
-                "ask for at least that many epochs"
-            )
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        batch_generator.set_state(state["rng"]["batch"])
-        noise_generator.set_state(state["rng"]["noise"])
-        pi = None if state["pi"] is None else state["pi"].to(device)
-        gamma = state["gamma"].to(device)
-        history = list(state["history"])
+        start, pi, gamma, history = restore_epoch_state(
+            state, ckpt, fingerprint, config.n_epochs, model, opt, sched,
+            {"batch": batch_generator, "noise": noise_generator}, device)
 
     if gamma is None:
         gamma = predict_gamma(model, X, config.eval_batch_size)

@@ -42,7 +42,7 @@ from graphclust.distributed import DistContext
 from graphclust.graph.graph import KNNGraph
 from graphclust.metrics import score_clustering
 from graphclust.models.batching import NeighborBatches, subgraph_batch
-from graphclust.models.checkpoint import load_state, save_state
+from graphclust.models.checkpoint import load_state, restore_epoch_state, save_state
 from graphclust.models.mixture import GMVAE
 from graphclust.nn.dgg import PI_FLOOR, DGGObjective, MixingPropagation, mixing_matrix
 from graphclust.utils import GraphclustError, SubnormalGuard
@@ -302,25 +302,9 @@ def train_dgg(
         # rank 0 reads the file and hands it to every rank (no shared file system needed)
         state = read() if dist is None else dist.run_on_main(read)
     if state is not None:
-        if state.get("fingerprint") != fingerprint:
-            raise GraphclustError(
-                f"checkpoint {ckpt} was written by a run with other settings or data; start over "
-                "(--force) or resume with the original settings"
-            )
-        start = int(state["epoch"])
-        if start > config.n_epochs:
-            raise GraphclustError(
-                f"checkpoint {ckpt} is at epoch {start}, beyond n_epochs={config.n_epochs}; "
-                "ask for at least that many epochs"
-            )
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        batch_generator.set_state(state["rng"]["batch"])
-        noise_generator.set_state(state["rng"]["noise"])
-        pi = None if state["pi"] is None else state["pi"].to(device)
-        gamma = state["gamma"].to(device)
-        history = list(state["history"])
+        start, pi, gamma, history = restore_epoch_state(
+            state, ckpt, fingerprint, config.n_epochs, model, opt, sched,
+            {"batch": batch_generator, "noise": noise_generator}, device)
 
     if gamma is None:
         gamma = _predict_gamma_shared(model, X, config.eval_batch_size, dist)
