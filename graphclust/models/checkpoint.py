@@ -21,9 +21,11 @@ from graphclust.utils import GraphclustError, atomic_path
 __all__ = [
     "EpochState",
     "config_fingerprint",
+    "epoch_line",
     "load_state",
     "load_weights",
     "restore_epoch_state",
+    "save_epoch_state",
     "save_state",
     "save_weights",
 ]
@@ -137,3 +139,37 @@ def restore_epoch_state(
         gen.set_state(state["rng"][name])
     pi = None if state["pi"] is None else state["pi"].to(device)
     return EpochState(start, pi, state["gamma"].to(device), list(state["history"]))
+
+
+def save_epoch_state(
+    path: str | os.PathLike,
+    fingerprint: str,
+    epoch: int,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    generators: dict[str, torch.Generator | None],
+    pi: torch.Tensor | None,
+    gamma: torch.Tensor,
+    history: list[dict],
+) -> Path:
+    """Write the epoch checkpoint that :func:`restore_epoch_state` reads back (atomically)."""
+    return save_state(path, {
+        "format": 1,
+        "fingerprint": fingerprint,
+        "epoch": epoch,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "rng": {name: None if gen is None else gen.get_state() for name, gen in generators.items()},
+        "pi": None if pi is None else pi.cpu(),
+        "gamma": gamma.cpu(),
+        "history": history,
+    })
+
+
+def epoch_line(record: dict[str, Any], n_epochs: int) -> str:
+    """The one-line summary a training loop prints after an epoch."""
+    scores = "".join(f" {k} {record[k]:.4f}" for k in ("acc", "nmi", "ari") if k in record)
+    return (f"epoch {record['epoch']}/{n_epochs}: loss {record['loss']:.4f}{scores} "
+            f"({record['time_s']:.1f} s)")

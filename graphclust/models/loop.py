@@ -25,7 +25,12 @@ from tqdm.auto import tqdm
 
 from graphclust.metrics import score_clustering
 from graphclust.models.batching import NeighborBatches
-from graphclust.models.checkpoint import load_state, restore_epoch_state, save_state
+from graphclust.models.checkpoint import (
+    epoch_line,
+    load_state,
+    restore_epoch_state,
+    save_epoch_state,
+)
 from graphclust.models.regularizer import GraphRegularizer
 from graphclust.models.training import EpochCallback, predict_gamma
 from graphclust.nn.graph_reg import GraphTerms
@@ -141,9 +146,6 @@ class LoopResult(NamedTuple):
     pi: Tensor | None
     history: list
 
-
-def _rng_state(gen: torch.Generator | None) -> Tensor | None:
-    return None if gen is None else gen.get_state()
 
 
 def train_cluster_model(
@@ -281,22 +283,11 @@ def train_cluster_model(
             record.update(score_clustering(y, labels.cpu().numpy()).as_dict())
         history.append(record)
         if ckpt is not None:
-            save_state(ckpt, {
-                "format": 1,
-                "fingerprint": fingerprint,
-                "epoch": epoch,
-                "model": model.state_dict(),
-                "optimizer": opt.state_dict(),
-                "scheduler": sched.state_dict(),
-                "rng": {"batch": _rng_state(batch_generator), "noise": _rng_state(noise_generator)},
-                "pi": None if pi is None else pi.cpu(),
-                "gamma": gamma.cpu(),
-                "history": history,
-            })
+            save_epoch_state(ckpt, fingerprint, epoch, model, opt, sched,
+                             {"batch": batch_generator, "noise": noise_generator}, pi, gamma,
+                             history)
         if verbose:
-            scores = "".join(f" {k} {record[k]:.4f}" for k in ("acc", "nmi", "ari") if k in record)
-            tqdm.write(f"epoch {epoch}/{config.n_epochs}: loss {record['loss']:.4f}{scores} "
-                       f"({record['time_s']:.1f} s)")
+            tqdm.write(epoch_line(record, config.n_epochs))
         for cb in callbacks:
             cb(record, history)
     if not math.isfinite(float(gamma.sum())):

@@ -42,7 +42,12 @@ from graphclust.distributed import DistContext
 from graphclust.graph.graph import KNNGraph
 from graphclust.metrics import score_clustering
 from graphclust.models.batching import NeighborBatches, subgraph_batch
-from graphclust.models.checkpoint import load_state, restore_epoch_state, save_state
+from graphclust.models.checkpoint import (
+    epoch_line,
+    load_state,
+    restore_epoch_state,
+    save_epoch_state,
+)
 from graphclust.models.mixture import GMVAE
 from graphclust.nn.dgg import PI_FLOOR, DGGObjective, MixingPropagation, mixing_matrix
 from graphclust.utils import GraphclustError, SubnormalGuard
@@ -177,9 +182,6 @@ def _has_unused_parameters(step: torch.nn.Module, X: torch.Tensor, pi: torch.Ten
         p.grad = None
     return unused
 
-
-def _rng_state(gen: torch.Generator | None) -> torch.Tensor | None:
-    return None if gen is None else gen.get_state()
 
 
 class _BatchObjective(torch.nn.Module):
@@ -375,22 +377,11 @@ def train_dgg(
             record.update(score_clustering(y, labels.cpu().numpy()).as_dict())
         history.append(record)
         if ckpt is not None and main:
-            save_state(ckpt, {
-                "format": 1,
-                "fingerprint": fingerprint,
-                "epoch": epoch,
-                "model": model.state_dict(),
-                "optimizer": opt.state_dict(),
-                "scheduler": sched.state_dict(),
-                "rng": {"batch": _rng_state(batch_generator), "noise": _rng_state(noise_generator)},
-                "pi": None if pi is None else pi.cpu(),
-                "gamma": gamma.cpu(),
-                "history": history,
-            })
+            save_epoch_state(ckpt, fingerprint, epoch, model, opt, sched,
+                             {"batch": batch_generator, "noise": noise_generator}, pi, gamma,
+                             history)
         if verbose:
-            scores = "".join(f" {k} {record[k]:.4f}" for k in ("acc", "nmi", "ari") if k in record)
-            tqdm.write(f"epoch {epoch}/{config.n_epochs}: loss {record['loss']:.4f}{scores} "
-                       f"({record['time_s']:.1f} s)")
+            tqdm.write(epoch_line(record, config.n_epochs))
         for cb in callbacks:
             cb(record, history)
     return TrainResult(gamma, pi, history)
