@@ -152,8 +152,10 @@ def _resolve_init(init: Any) -> Callable:
         return GMMInit()
     if init == "umap":
         return UMAPGMMInit()
+    if init == "umap-input":
+        return UMAPGMMInit(space="input")
     raise GraphclustError(
-        f"unknown init {init!r}; expected 'gmm', 'umap' or a callable "
+        f"unknown init {init!r}; expected 'gmm', 'umap', 'umap-input' or a callable "
         "(latent, n_clusters, random_state) -> InitResult"
     )
 
@@ -253,6 +255,7 @@ class _MixtureClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
         pretrain_cfg = PretrainConfig(
             epochs=self.pretrain_epochs, batch_size=self.pretrain_batch_size,
             lr=self.pretrain_lr, noise=self.ae_noise,
+            label_epochs=getattr(self, "label_epochs", 0),
         )
         pretrain_cfg.validate()
         graph_spec = self._graph_spec(X)
@@ -355,9 +358,10 @@ _COMMON_DOC = """
     posterior : {"head", "gmm"}
         ``q(c | x)``: a linear+softmax head on the latent mean (DGG reference, default) or
         the GMM posterior ``pi_k N(z; mu_k, sigma_k^2)`` (original VaDE).
-    init : {"gmm", "umap"} or callable
+    init : {"gmm", "umap", "umap-input"} or callable
         Latent clustering that starts the model: a diagonal GMM on the AE latent means, or
-        UMAP(10-d) + full GMM labels (the N2D recipe; needs umap-learn), or a callable
+        UMAP(10-d) + full GMM labels (the N2D recipe; needs umap-learn) of the latent means
+        (``umap``) or of the input features (``umap-input``), or a callable
         ``(latent, n_clusters, random_state) -> InitResult`` (see graphclust.models.pretrain).
     n_epochs : int
         Training epochs after pretraining.
@@ -369,6 +373,11 @@ _COMMON_DOC = """
         in the first epoch and recovered slowly.
     pretrain_epochs, pretrain_batch_size, pretrain_lr, ae_noise :
         Denoising autoencoder pretraining (masking noise rate ``ae_noise``).
+    label_epochs : int
+        Epochs of fitting encoder, decoder and prior to the start's labels (the ELBO with
+        ``q(c | x)`` held at them) before the head is fitted; 0 skips it. Helps when the
+        start comes from UMAP or the input space, which a head on the raw AE latent cannot
+        reproduce (:func:`graphclust.models.pretrain.fit_to_labels`).
     checkpoint_dir : path, optional
         Folder for stage artifacts and per-epoch checkpoints (created if missing).
     resume : bool
@@ -442,6 +451,7 @@ class DGG(_MixtureClusterer):
         pretrain_batch_size: int = 256,
         pretrain_lr: float = 1e-3,
         ae_noise: float = 0.2,
+        label_epochs: int = 0,
         checkpoint_dir: str | Path | None = None,
         resume: bool = False,
         callbacks: Sequence[Callable] | None = None,
@@ -471,6 +481,7 @@ class DGG(_MixtureClusterer):
         self.pretrain_batch_size = pretrain_batch_size
         self.pretrain_lr = pretrain_lr
         self.ae_noise = ae_noise
+        self.label_epochs = label_epochs
         self.checkpoint_dir = checkpoint_dir
         self.resume = resume
         self.callbacks = callbacks
@@ -539,6 +550,7 @@ class VaDE(_MixtureClusterer):
         pretrain_batch_size: int = 256,
         pretrain_lr: float = 1e-3,
         ae_noise: float = 0.2,
+        label_epochs: int = 0,
         checkpoint_dir: str | Path | None = None,
         resume: bool = False,
         callbacks: Sequence[Callable] | None = None,
@@ -564,6 +576,7 @@ class VaDE(_MixtureClusterer):
         self.pretrain_batch_size = pretrain_batch_size
         self.pretrain_lr = pretrain_lr
         self.ae_noise = ae_noise
+        self.label_epochs = label_epochs
         self.checkpoint_dir = checkpoint_dir
         self.resume = resume
         self.callbacks = callbacks
@@ -769,8 +782,8 @@ _MODEL_DOC = """
         Latent dimension.
     likelihood : {"auto", "bernoulli", "gaussian"} or Likelihood
         ``auto``: Bernoulli when every value lies in [0, 1], else Gaussian.
-    init : {"gmm", "umap"} or callable
-        Latent clustering of the pretrained autoencoder that starts the model (as for DGG).
+    init : {"gmm", "umap", "umap-input"} or callable
+        Clustering that starts the model (as for DGG).
     n_epochs, batch_size, lr, weight_decay, lr_step, lr_gamma :
         Adam with ``StepLR(lr_step, lr_gamma)``; ``batch_size`` anchors per batch.
     max_grad_norm : float or None

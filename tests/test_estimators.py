@@ -138,6 +138,23 @@ def test_resume_from_checkpoint_dir_matches_uninterrupted(tmp_path):
     assert [r["loss"] for r in resumed.history_] == [r["loss"] for r in full.history_]
 
 
+def test_label_epochs_fit_the_start_and_are_part_of_the_run_settings(tmp_path):
+    X, y = blobs()
+    plain = DGG(n_clusters=3, n_neighbors=5, **TINY).fit(X, y)
+    fitted = DGG(n_clusters=3, n_neighbors=5, label_epochs=5, checkpoint_dir=tmp_path / "run",
+                 **TINY).fit(X, y)
+    assert cluster_acc(y, fitted.labels_) == 1.0
+    # the model was refitted before training: another latent space than without it
+    assert not np.allclose(fitted.embedding_, plain.embedding_)
+    assert fitted.get_params()["label_epochs"] == 5
+    # the pretrained stage records them: resuming with other label_epochs is refused
+    with pytest.raises(GraphclustError, match="other settings"):
+        DGG(n_clusters=3, n_neighbors=5, label_epochs=2, checkpoint_dir=tmp_path / "run",
+            resume=True, **TINY).fit(X, y)
+    with pytest.raises(GraphclustError, match="label_epochs"):
+        DGG(n_clusters=3, n_neighbors=5, label_epochs=-1, **TINY).fit(X, y)
+
+
 def test_affinity_on_edges_by_hand():
     g = KNNGraph(np.array([[1], [0], [1]]), np.ones((3, 1), np.float32), np.ones((3, 1), np.float32))
     p = np.array([[1.0, 0.0], [0.5, 0.5], [0.0, 1.0]], np.float32)

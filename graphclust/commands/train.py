@@ -67,7 +67,7 @@ _REGULARIZABLE = ("gmvae", "kdvae", "kdae", "vcami")
 _RESUMABLE = {"epochs", "device"}
 #: settings added after the first release, with the value a run folder without them implied
 _LATER_DEFAULTS = {"regularize": False, "graph_weight": 0.5, "vimco_samples": 15,
-                   "pair_hidden": "500,100", "pair_epochs": 10}
+                   "pair_hidden": "500,100", "pair_epochs": 10, "label_epochs": 0}
 #: models that train data-parallel under torchrun / --distributed
 _DISTRIBUTED = ("dgg", "vade")
 
@@ -121,9 +121,13 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                         "(default 10)")
     p.add_argument("--pi-update", choices=("epoch", "batch"), default="epoch",
                    help="node mixing weights recomputed once per epoch (default) or per batch")
-    p.add_argument("--init", choices=("gmm", "umap"), default="gmm",
-                   help="latent clustering that starts the model: diagonal GMM (default) or "
-                        "UMAP + full GMM (N2D recipe, needs umap-learn)")
+    p.add_argument("--init", choices=("gmm", "umap", "umap-input"), default="gmm",
+                   help="clustering that starts the model: diagonal GMM of the AE latent "
+                        "(default), UMAP + full GMM of the AE latent (N2D recipe, needs "
+                        "umap-learn) or UMAP + full GMM of the input features (umap-input)")
+    p.add_argument("--label-epochs", type=int, default=0,
+                   help="dgg/vade: epochs of fitting encoder, decoder and prior to the start's "
+                        "labels before the head (default 0; helps --init umap / umap-input)")
     p.add_argument("--posterior", choices=("head", "gmm"), default="head",
                    help="cluster posterior: classifier head (default) or GMM posterior")
     p.add_argument("--latent-dim", type=int, default=10, help="latent dimension (default 10)")
@@ -205,8 +209,11 @@ def _run(args: argparse.Namespace, ctx: Any) -> int:
     hidden = _parse_hidden(args.hidden)
     pair_hidden = _parse_hidden(args.pair_hidden, "--pair-hidden")
     sample = _parse_sample(args.neighbor_sample)
-    if args.epochs < 0 or args.pretrain_epochs < 0 or args.pair_epochs < 0:
-        raise GraphclustError("--epochs, --pretrain-epochs and --pair-epochs must be >= 0")
+    if min(args.epochs, args.pretrain_epochs, args.pair_epochs, args.label_epochs) < 0:
+        raise GraphclustError(
+            "--epochs, --pretrain-epochs, --pair-epochs and --label-epochs must be >= 0")
+    if args.label_epochs and args.model not in ("dgg", "vade"):
+        raise GraphclustError(f"--label-epochs applies to dgg and vade, not {args.model}")
     if args.regularize and args.model not in _REGULARIZABLE + ("dgg",):
         raise GraphclustError(
             f"--regularize applies to {', '.join(_REGULARIZABLE)} (dgg always trains on a graph); "
@@ -301,9 +308,10 @@ def _run(args: argparse.Namespace, ctx: Any) -> int:
     if args.model == "dgg":
         model = DGG(graph=graph if graph is not None else builder, n_neighbors=args.n_neighbors,
                     neighbor_sample=sample, pi_update=args.pi_update,
-                    posterior=args.posterior, **common)
+                    posterior=args.posterior, label_epochs=args.label_epochs, **common)
     elif args.model == "vade":
-        model = VaDE(graph=graph, posterior=args.posterior, **common)
+        model = VaDE(graph=graph, posterior=args.posterior, label_epochs=args.label_epochs,
+                     **common)
     elif args.model == "aegmm":
         model = AEGMM(graph=graph, **{k: v for k, v in common.items()
                                       if k not in ("n_epochs", "batch_size", "lr", "callbacks")})

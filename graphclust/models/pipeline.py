@@ -44,9 +44,11 @@ from graphclust.models.mixture import GMVAE, ClassifierHead, build_gmvae
 from graphclust.models.pretrain import (
     InitResult,
     apply_init,
+    fit_to_labels,
     latent_means,
     pretrain_autoencoder,
     pretrain_head,
+    run_init,
 )
 from graphclust.models.training import EpochCallback, TrainConfig, train_dgg
 from graphclust.nn.likelihood import Likelihood
@@ -55,7 +57,7 @@ from graphclust.utils import GraphclustError, atomic_path
 __all__ = ["STAGES", "FitResult", "KNNGraphBuilder", "PretrainConfig", "fit_gmvae", "stage_seeds"]
 
 #: Random consumers, in the order their seeds are spawned from the run seed.
-STAGES = ("weights", "pretrain_ae", "init", "batches", "noise")
+STAGES = ("weights", "pretrain_ae", "init", "batches", "noise", "label_fit")
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,12 @@ class PretrainConfig:
         regression on the initial labels.
     logvar_ratio : float
         Initial ``sigma~^2`` as a fraction of the mean prior variance.
+    label_epochs : int
+        Epochs of :func:`~graphclust.models.pretrain.fit_to_labels` after the prior is set:
+        the ELBO with ``q(c | x)`` held at the start's labels reshapes the latent space
+        around them, then the prior and the head are refitted on the new latent means.
+        0 (default) skips it. Worth it when the start comes from another space (UMAP,
+        ``umap-input``) that a linear head on the AE latent cannot reproduce.
     """
 
     epochs: int = 20
@@ -81,10 +89,11 @@ class PretrainConfig:
     noise: float = 0.2
     head_C: float = 1.0
     logvar_ratio: float = 0.1
+    label_epochs: int = 0
 
     def validate(self) -> None:
-        if self.epochs < 0:
-            raise GraphclustError("pretraining epochs must be >= 0")
+        if self.epochs < 0 or self.label_epochs < 0:
+            raise GraphclustError("pretraining epochs and label_epochs must be >= 0")
         if self.batch_size < 1:
             raise GraphclustError(f"pretraining batch_size must be >= 1, got {self.batch_size}")
         if not 0 <= self.noise < 1:
@@ -330,7 +339,8 @@ def fit_gmvae(
         "latent_dim": int(latent_dim), "hidden": list(hidden), "posterior": str(posterior),
         "seed": int(seed),
     }
-    ae_cfg = {k: v for k, v in asdict(pretrain).items() if k not in ("head_C", "logvar_ratio")}
+    ae_cfg = {k: v for k, v in asdict(pretrain).items()
+              if k not in ("head_C", "logvar_ratio", "label_epochs")}
     fp_ae = config_fingerprint({**base, "pretrain": ae_cfg})
 
     def run_ae() -> dict:
@@ -347,7 +357,7 @@ def fit_gmvae(
     # ---------------------------------------------------------------- 2. latent clustering
     fp_init = config_fingerprint({"ae": fp_ae, "init": repr(init)})
     init_result: InitResult = stage(
-        "init", "init.npz", fp_init, lambda: init(latent, n_clusters, seeds["init"]),
+        "init", "init.npz", fp_init, lambda: run_init(init, latent, n_clusters, seeds["init"], data=X),
         _save_init, _load_init,
     )
 
@@ -371,13 +381,22 @@ def fit_gmvae(
         built.check_matches(X)
 
     # ---------------------------------------------------------------- 4. prior + head
-    fp_head = config_fingerprint({"init": fp_init, "head_C": pretrain.head_C,
-                                  "logvar_ratio": pretrain.logvar_ratio})
+    head_cfg = {"init": fp_init, "head_C": pretrain.head_C, "logvar_ratio": pretrain.logvar_ratio}
+    if pretrain.label_epochs:
+        head_cfg["label_epochs"] = pretrain.label_epochs
+    fp_head = config_fingerprint(head_cfg)
 
     def run_head() -> dict:
         apply_init(model, init_result, pretrain.logvar_ratio)
+        head_latent = latent
+        if pretrain.label_epochs:
+            fit_to_labels(model, Xt, init_result.labels, pretrain.label_epochs,
+                          pretrain.batch_size, pretrain.lr,
+                          generator=_gen(seeds["label_fit"]), verbose=verbose)
+            # the prior and sigma~ were trained with the encoder: kept as they are
+            head_latent = latent_means(model, Xt).cpu().numpy()
         if isinstance(model.posterior, ClassifierHead):
-            pretrain_head(model.posterior, torch.from_numpy(latent).to(device),
+            pretrain_head(model.posterior, torch.from_numpy(head_latent).to(device),
                           init_result.labels, C=pretrain.head_C)
         return snapshot()
 

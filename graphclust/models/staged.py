@@ -45,7 +45,7 @@ from graphclust.models.pipeline import (
     _save_init,
     _Stage,
 )
-from graphclust.models.pretrain import InitResult, pretrain_autoencoder
+from graphclust.models.pretrain import InitResult, pretrain_autoencoder, run_init
 from graphclust.models.regularizer import GraphRegularizer
 from graphclust.models.training import EpochCallback
 from graphclust.nn.likelihood import Likelihood
@@ -192,7 +192,7 @@ def fit_cluster_model(
     # ---------------------------------------------------------------- 2. latent clustering
     fp_init = config_fingerprint({"ae": fp_ae, "init": repr(init)})
     init_result: InitResult = stage(
-        "init", "init.npz", fp_init, lambda: init(latent, n_clusters, seeds["init"]),
+        "init", "init.npz", fp_init, lambda: run_init(init, latent, n_clusters, seeds["init"], data=X),
         _save_init, _load_init,
     )
 

@@ -9,10 +9,12 @@ from graphclust.models.pretrain import (
     LabelsInit,
     UMAPGMMInit,
     apply_init,
+    fit_to_labels,
     latent_means,
     moments_from_labels,
     pretrain_autoencoder,
     pretrain_head,
+    run_init,
 )
 from graphclust.nn.likelihood import BernoulliLikelihood
 from graphclust.utils import GraphclustError
@@ -121,3 +123,79 @@ def test_umap_init_plumbing_with_a_stand_in_reducer(monkeypatch):
     monkeypatch.setitem(sys.modules, "umap", None)  # not installed
     with pytest.raises(GraphclustError, match="umap-learn"):
         UMAPGMMInit()(Z, 3, random_state=0)
+
+
+def test_umap_input_space_embeds_the_data_and_keeps_latent_moments(monkeypatch):
+    """``space="input"``: UMAP sees the features, the prior is the latent moments."""
+    import sys
+    import types
+
+    seen = {}
+
+    class FakeUMAP:
+        def __init__(self, **kwargs):
+            pass
+
+        def fit_transform(self, F):
+            seen["shape"] = F.shape
+            return F[:, :2]
+
+    monkeypatch.setitem(sys.modules, "umap", types.SimpleNamespace(UMAP=FakeUMAP))
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1, 2], 30)
+    X = (rng.normal(0, 0.2, (90, 5)) + 6 * np.eye(5)[y]).astype(np.float32)  # clustered
+    Z = rng.normal(0, 1, (90, 3)).astype(np.float32)  # an uninformative latent
+    init = UMAPGMMInit(space="input")
+    assert init.uses_data and not UMAPGMMInit().uses_data
+    assert "space='input'" in repr(init) and "space" not in repr(UMAPGMMInit())
+    r = run_init(init, Z, 3, 0, data=X)
+    assert seen["shape"] == (90, 5)
+    assert cluster_acc(y, r.labels) == 1.0
+    np.testing.assert_allclose(r.means, moments_from_labels(Z, r.labels, 3).means, rtol=1e-6)
+    # an initialiser without uses_data is called with the latent only
+    r2 = run_init(LabelsInit(y), Z, 3, 0, data=X)
+    assert (r2.labels == y).all()
+    with pytest.raises(GraphclustError, match="needs the input features"):
+        init(Z, 3, 0)
+    with pytest.raises(GraphclustError, match="rows"):
+        init(Z, 3, 0, data=X[:10])
+    with pytest.raises(GraphclustError, match="space"):
+        UMAPGMMInit(space="pixels")
+
+
+def test_fit_to_labels_makes_the_latent_gmm_agree_with_the_labels():
+    """Labels the raw AE latent cannot separate linearly (XOR of two features) become
+    the latent GMM's own clusters after fitting to them."""
+    rng = np.random.default_rng(0)
+    n = 200
+    bits = rng.integers(0, 2, (n, 2))
+    y = bits[:, 0] ^ bits[:, 1]
+    X = np.clip(np.repeat(bits, 4, axis=1) + rng.normal(0, 0.05, (n, 8)), 0, 1).astype(np.float32)
+    Xt = torch.from_numpy(X)
+    m = build_gmvae(8, 2, BernoulliLikelihood(), latent_dim=2, hidden=(32,),
+                    generator=torch.Generator().manual_seed(0))
+    pretrain_autoencoder(m, Xt, 30, batch_size=32, lr=3e-3, noise=0.0,
+                         generator=torch.Generator().manual_seed(1))
+    apply_init(m, moments_from_labels(latent_means(m, Xt).numpy(), y, 2))
+
+    def gmm_acc():
+        with torch.no_grad():
+            return cluster_acc(y, m.prior.log_posterior(latent_means(m, Xt)).argmax(1).numpy())
+
+    before = gmm_acc()
+    head = {k: v.clone() for k, v in m.posterior.state_dict().items()}
+    losses = fit_to_labels(m, Xt, y, 60, batch_size=32, lr=3e-3,
+                           generator=torch.Generator().manual_seed(2))
+    assert len(losses) == 60 and losses[-1] < losses[0]
+    assert before < 0.9 and gmm_acc() >= 0.97
+    # the head is left alone; zero epochs change nothing
+    for k, v in m.posterior.state_dict().items():
+        torch.testing.assert_close(v, head[k])
+    state = {k: v.clone() for k, v in m.state_dict().items()}
+    assert fit_to_labels(m, Xt, y, 0) == []
+    for k, v in m.state_dict().items():
+        torch.testing.assert_close(v, state[k])
+    with pytest.raises(GraphclustError, match="labels for"):
+        fit_to_labels(m, Xt, y[:10], 1)
+    with pytest.raises(GraphclustError, match=">= 0"):
+        fit_to_labels(m, Xt, y, -1)
