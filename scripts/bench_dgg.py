@@ -83,6 +83,7 @@ from graphclust.graph.knn import KNNResult, knn_search
 from graphclust.metrics import neighbor_purity, score_clustering
 from graphclust.models.batching import NeighborBatches
 from graphclust.models.mixture import GMVAE, build_gmvae
+from graphclust.models.pretrain import UMAPGMMInit
 from graphclust.nn.dgg import PI_FLOOR, DGGObjective, MixingPropagation
 from graphclust.nn.likelihood import get_likelihood
 from graphclust.utils import GraphclustError, atomic_path, resolve_device
@@ -98,6 +99,8 @@ LABELS = {"kmeans": "k-means (raw)", "spectral": "spectral (kNN graph)", "dgg": 
 GRAPH_SPACES = ("siamese", "latent", "input")
 #: search methods of :func:`graphclust.graph.knn.knn_search`
 KNN_METHODS = ("exact", "approx", "faiss-flat", "ivf", "hnsw", "torch")
+#: Starting clusterings of DGG / VaDE (see graphclust.estimators.DGG's ``init``)
+INITS = ("umap", "umap-input", "gmm")
 #: DGG epochs in the paper (design note DGG.md, section 6)
 PAPER_EPOCHS = 300
 #: DGG accuracy reported by the paper (design note section 6); HHAR is VaDE's HAR.mat
@@ -118,8 +121,9 @@ class Settings:
         Denoising-AE pretraining.
     epochs, batch_size, lr :
         DGG / VaDE training (Adam, anchors per batch).
-    init : {"umap", "gmm"}
-        Latent clustering that starts DGG and VaDE.
+    init : {"umap", "umap-input", "gmm"}
+        Clustering that starts DGG and VaDE (UMAP + full GMM of the AE latent or of the
+        input features, or a diagonal GMM of the AE latent).
     graph : {"siamese", "latent", "input"}
         Space of DGG's kNN graph: the Siamese embedding (the paper), the pretrained AE's
         latent means, or the raw features.
@@ -127,6 +131,11 @@ class Settings:
         Neighbours per node of DGG's graph and of the spectral baseline's graph.
     siamese_epochs, siamese_neighbors :
         Siamese training epochs, and input-space neighbours used as its positives.
+    umap_neighbors : int
+        UMAP's ``n_neighbors`` in the ``umap`` / ``umap-input`` starts.
+    label_epochs : int
+        Epochs of fitting the model to the start's labels before the head (DGG's
+        ``label_epochs``; 0: none).
     """
 
     hidden: tuple[int, ...] = (500, 500, 2000)
@@ -141,17 +150,19 @@ class Settings:
     n_neighbors: int = 20
     siamese_epochs: int = 10
     siamese_neighbors: int = 10
+    umap_neighbors: int = 20
+    label_epochs: int = 0
 
     def validate(self) -> None:
-        if self.init not in ("umap", "gmm"):
-            raise GraphclustError(f"init must be 'umap' or 'gmm', got {self.init!r}")
+        if self.init not in INITS:
+            raise GraphclustError(f"init must be one of {INITS}, got {self.init!r}")
         if self.graph not in GRAPH_SPACES:
             raise GraphclustError(f"graph must be one of {GRAPH_SPACES}, got {self.graph!r}")
         for name in ("latent_dim", "pretrain_batch_size", "batch_size", "n_neighbors",
-                     "siamese_neighbors"):
+                     "siamese_neighbors", "umap_neighbors"):
             if getattr(self, name) < 1:
                 raise GraphclustError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("pretrain_epochs", "epochs", "siamese_epochs"):
+        for name in ("pretrain_epochs", "epochs", "siamese_epochs", "label_epochs"):
             if getattr(self, name) < 0:
                 raise GraphclustError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not self.hidden or min(self.hidden) < 1:
@@ -165,10 +176,11 @@ class Settings:
 #: an MNIST AE epoch ~18 s, a DGG epoch ~33 s, UMAP + GMM ~2.3 min, 5 Siamese epochs
 #: ~2 min). MNIST is budgeted for the 30-minute one-seed target.
 RECOMMENDED: dict[str, Settings] = {
-    "mnist": Settings(pretrain_epochs=20, epochs=20, siamese_epochs=5),
+    "mnist": Settings(pretrain_epochs=20, epochs=20, siamese_epochs=5, label_epochs=5),
     "20news": Settings(pretrain_epochs=30, epochs=30, siamese_epochs=10),
     "coil20": Settings(pretrain_epochs=200, pretrain_batch_size=64, epochs=100, batch_size=128,
-                       n_neighbors=10, siamese_epochs=50, siamese_neighbors=5),
+                       n_neighbors=10, siamese_epochs=50, siamese_neighbors=5,
+                       init="umap-input", umap_neighbors=5, label_epochs=50),
     "reuters10k": Settings(pretrain_epochs=50, epochs=50, siamese_epochs=20),
     "har": Settings(pretrain_epochs=50, epochs=50, siamese_epochs=20),
 }
@@ -477,6 +489,7 @@ class Bench:
         return {
             "n_clusters": self.n_clusters, "latent_dim": s.latent_dim, "hidden": s.hidden,
             "pretrain_epochs": s.pretrain_epochs, "pretrain_batch_size": s.pretrain_batch_size,
+            "label_epochs": s.label_epochs,
             "device": self.device, "random_state": seed, "verbose": self.args.verbose,
         }
 
@@ -573,10 +586,18 @@ def _mixture_run(b: Bench, est, pre_stages: dict[str, float]) -> SeedRun:
     return SeedRun(score_clustering(b.y, est.labels_).as_dict(), wall, info)
 
 
+def start_init(s: Settings) -> Any:
+    """The ``init`` of DGG / VaDE for these settings."""
+    if s.init == "gmm":
+        return "gmm"
+    return UMAPGMMInit(n_neighbors=s.umap_neighbors,
+                       space="input" if s.init == "umap-input" else "latent")
+
+
 def run_dgg(b: Bench, seed: int) -> SeedRun:
     s = b.settings
     graph, pre = _graph_for_dgg(b, seed)
-    est = DGG(graph=graph, n_neighbors=s.n_neighbors, init=s.init, n_epochs=s.epochs,
+    est = DGG(graph=graph, n_neighbors=s.n_neighbors, init=start_init(s), n_epochs=s.epochs,
               batch_size=s.batch_size, lr=s.lr, callbacks=[b.epoch_printer("DGG", seed)],
               **b.mixture_kwargs(seed))
     run = _mixture_run(b, est, pre)
@@ -588,7 +609,7 @@ def run_dgg(b: Bench, seed: int) -> SeedRun:
 
 def run_vade(b: Bench, seed: int) -> SeedRun:
     s = b.settings
-    est = VaDE(init=s.init, n_epochs=s.epochs, batch_size=s.batch_size, lr=s.lr,
+    est = VaDE(init=start_init(s), n_epochs=s.epochs, batch_size=s.batch_size, lr=s.lr,
                callbacks=[b.epoch_printer("VaDE", seed)], **b.mixture_kwargs(seed))
     return _mixture_run(b, est, {})
 
@@ -604,7 +625,9 @@ def run_n2d(b: Bench, seed: int) -> SeedRun:
                         "note": "labels and times of the DGG run's pretrain_ae and init "
                                 "(UMAP + full GMM) stages, the same computation"})
     t0 = time.perf_counter()
-    est = AEGMM(init="umap", **b.mixture_kwargs(seed)).fit(b.X)
+    kwargs = b.mixture_kwargs(seed)
+    kwargs.pop("label_epochs")  # N2D has no model to fit to its labels
+    est = AEGMM(init="umap", **kwargs).fit(b.X)
     fit_s = time.perf_counter() - t0
     stages = {"load": b.load_s, **{k: float(v["seconds"]) for k, v in est.stage_times_.items()}}
     return SeedRun(score_clustering(b.y, est.init_.labels).as_dict(), b.load_s + fit_s,
@@ -911,6 +934,7 @@ def resolve_settings(name: str, args: argparse.Namespace) -> Settings:
         "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "init": args.init,
         "graph": args.graph, "n_neighbors": args.n_neighbors,
         "siamese_epochs": args.siamese_epochs, "siamese_neighbors": args.siamese_neighbors,
+        "umap_neighbors": args.umap_neighbors, "label_epochs": args.label_epochs,
     }
     settings = dataclasses.replace(base, **{k: v for k, v in over.items() if v is not None})
     settings.validate()
@@ -938,8 +962,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--pretrain-batch-size", type=int, default=None)
     g.add_argument("--batch-size", type=int, default=None, help="anchors per DGG batch")
     g.add_argument("--lr", type=float, default=None, help="DGG / VaDE Adam learning rate")
-    g.add_argument("--init", choices=("gmm", "umap"), default=None,
-                   help="latent clustering that starts DGG / VaDE (umap: the N2D recipe)")
+    g.add_argument("--init", choices=INITS, default=None,
+                   help="clustering that starts DGG / VaDE (umap: the N2D recipe; umap-input: "
+                        "UMAP of the input features)")
+    g.add_argument("--umap-neighbors", type=int, default=None,
+                   help="UMAP n_neighbors of the umap / umap-input starts")
+    g.add_argument("--label-epochs", type=int, default=None,
+                   help="epochs of fitting DGG / VaDE to the start's labels before the head")
     g.add_argument("--graph", choices=GRAPH_SPACES, default=None, help="space of DGG's kNN graph")
     g.add_argument("--n-neighbors", type=int, default=None, help="graph neighbours per node")
     g.add_argument("--siamese-epochs", type=int, default=None)
