@@ -191,7 +191,12 @@ def run(args: argparse.Namespace) -> int:
             )
         ctx = gdist.init_distributed(args.device)
     try:
-        return _run(args, ctx)
+        rc = _run(args, ctx)
+        if ctx is not None:
+            # every rank is done with the group before any rank tears it down: a rank that
+            # destroys gloo while another is still in a collective can abort the process
+            ctx.barrier()
+        return rc
     finally:
         gdist.shutdown(ctx)
 
