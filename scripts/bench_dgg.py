@@ -489,7 +489,6 @@ class Bench:
         return {
             "n_clusters": self.n_clusters, "latent_dim": s.latent_dim, "hidden": s.hidden,
             "pretrain_epochs": s.pretrain_epochs, "pretrain_batch_size": s.pretrain_batch_size,
-            "label_epochs": s.label_epochs,
             "device": self.device, "random_state": seed, "verbose": self.args.verbose,
         }
 
@@ -598,8 +597,8 @@ def run_dgg(b: Bench, seed: int) -> SeedRun:
     s = b.settings
     graph, pre = _graph_for_dgg(b, seed)
     est = DGG(graph=graph, n_neighbors=s.n_neighbors, init=start_init(s), n_epochs=s.epochs,
-              batch_size=s.batch_size, lr=s.lr, callbacks=[b.epoch_printer("DGG", seed)],
-              **b.mixture_kwargs(seed))
+              batch_size=s.batch_size, lr=s.lr, label_epochs=s.label_epochs,
+              callbacks=[b.epoch_printer("DGG", seed)], **b.mixture_kwargs(seed))
     run = _mixture_run(b, est, pre)
     run.info["seed"] = seed
     b.dgg_graph = est.graph_
@@ -610,7 +609,8 @@ def run_dgg(b: Bench, seed: int) -> SeedRun:
 def run_vade(b: Bench, seed: int) -> SeedRun:
     s = b.settings
     est = VaDE(init=start_init(s), n_epochs=s.epochs, batch_size=s.batch_size, lr=s.lr,
-               callbacks=[b.epoch_printer("VaDE", seed)], **b.mixture_kwargs(seed))
+               label_epochs=s.label_epochs, callbacks=[b.epoch_printer("VaDE", seed)],
+               **b.mixture_kwargs(seed))
     return _mixture_run(b, est, {})
 
 
@@ -625,9 +625,7 @@ def run_n2d(b: Bench, seed: int) -> SeedRun:
                         "note": "labels and times of the DGG run's pretrain_ae and init "
                                 "(UMAP + full GMM) stages, the same computation"})
     t0 = time.perf_counter()
-    kwargs = b.mixture_kwargs(seed)
-    kwargs.pop("label_epochs")  # N2D has no model to fit to its labels
-    est = AEGMM(init="umap", **kwargs).fit(b.X)
+    est = AEGMM(init="umap", **b.mixture_kwargs(seed)).fit(b.X)
     fit_s = time.perf_counter() - t0
     stages = {"load": b.load_s, **{k: float(v["seconds"]) for k, v in est.stage_times_.items()}}
     return SeedRun(score_clustering(b.y, est.init_.labels).as_dict(), b.load_s + fit_s,

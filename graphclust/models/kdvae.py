@@ -34,15 +34,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from graphclust.models.mixture import build_gmvae
-from graphclust.models.pretrain import InitResult
+from graphclust.models.pretrain import InitResult, adam_epochs
 from graphclust.nn.graph_reg import GraphTerms
 from graphclust.nn.likelihood import Likelihood
 from graphclust.nn.mlp import check_hidden
 from graphclust.nn.stacked import StackedDecoder, StackedGaussianEncoder
-from graphclust.utils import GraphclustError, SubnormalGuard
+from graphclust.utils import GraphclustError
 
 __all__ = [
     "KAutoencoderRecipe",
@@ -235,34 +234,21 @@ def pretrain_pairs(
         raise GraphclustError(f"labels must have shape ({X.shape[0]},), got {tuple(lab.shape)}")
     if lab.numel() and (int(lab.min()) < 0 or int(lab.max()) >= model.n_clusters):
         raise GraphclustError(f"labels must lie in [0, {model.n_clusters})")
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    guard = SubnormalGuard(opt)
-    n = X.shape[0]
     noise = generator
     if X.device.type != "cpu":  # the samples' generator lives on the data's device
         noise = torch.Generator(device=X.device)
         seed = torch.randint(2**62, (1,), generator=generator).item()
         noise.manual_seed(int(seed))
-    losses = []
+
+    def batch_loss(idx: Tensor) -> Tensor:
+        x = X[idx.to(X.device)]
+        li = lab[idx].to(X.device)
+        score = model.pair_terms(x, sample=True, generator=noise).score  # (b, k)
+        return -score.gather(1, li.unsqueeze(1)).mean()
+
     model.train()
-    for epoch in range(epochs):
-        total = 0.0
-        order = torch.randperm(n, generator=generator).split(batch_size)
-        for idx in tqdm(order, desc=f"pretrain pairs {epoch + 1}/{epochs}", leave=False,
-                        disable=not verbose):
-            x = X[idx.to(X.device)]
-            li = lab[idx].to(X.device)
-            score = model.pair_terms(x, sample=True, generator=noise).score  # (b, k)
-            nll = -score.gather(1, li.unsqueeze(1)).mean()
-            opt.zero_grad(set_to_none=True)
-            nll.backward()
-            opt.step()
-            guard.step()
-            total += nll.item() * len(idx)
-        losses.append(total / max(n, 1))
-        if verbose:
-            tqdm.write(f"pretrain pairs epoch {epoch + 1}/{epochs}: loss {losses[-1]:.4f}")
-    return losses
+    return adam_epochs(list(model.parameters()), batch_loss, X.shape[0], epochs, batch_size, lr,
+                       generator, "pretrain pairs", verbose)
 
 
 class KAutoencoderRecipe:

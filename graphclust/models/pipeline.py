@@ -76,11 +76,12 @@ class PretrainConfig:
     logvar_ratio : float
         Initial ``sigma~^2`` as a fraction of the mean prior variance.
     label_epochs : int
-        Epochs of :func:`~graphclust.models.pretrain.fit_to_labels` after the prior is set:
-        the ELBO with ``q(c | x)`` held at the start's labels reshapes the latent space
-        around them, then the prior and the head are refitted on the new latent means.
-        0 (default) skips it. Worth it when the start comes from another space (UMAP,
-        ``umap-input``) that a linear head on the AE latent cannot reproduce.
+        Epochs of :func:`~graphclust.models.pretrain.fit_to_labels` after the prior is set
+        (with the AE's ``batch_size`` and ``lr``): the ELBO with ``q(c | x)`` held at the
+        start's labels reshapes the latent space around them and trains the prior with it;
+        the head is then fitted on the new latent means. 0 (default) skips it. Worth it when
+        the start comes from another space (UMAP, ``umap-input``) that a linear head on the
+        AE latent cannot reproduce.
     """
 
     epochs: int = 20
@@ -357,7 +358,8 @@ def fit_gmvae(
     # ---------------------------------------------------------------- 2. latent clustering
     fp_init = config_fingerprint({"ae": fp_ae, "init": repr(init)})
     init_result: InitResult = stage(
-        "init", "init.npz", fp_init, lambda: run_init(init, latent, n_clusters, seeds["init"], data=X),
+        "init", "init.npz", fp_init,
+        lambda: run_init(init, latent, n_clusters, seeds["init"], data=X),
         _save_init, _load_init,
     )
 

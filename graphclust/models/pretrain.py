@@ -28,6 +28,7 @@ __all__ = [
     "InitResult",
     "LabelsInit",
     "UMAPGMMInit",
+    "adam_epochs",
     "apply_init",
     "fit_to_labels",
     "latent_means",
@@ -238,12 +239,17 @@ def _batches(n: int, batch_size: int, generator: torch.Generator | None):
     return torch.randperm(n, generator=generator).split(batch_size)
 
 
-def _adam_epochs(
+def adam_epochs(
     params: list, batch_loss, n: int, epochs: int, batch_size: int, lr: float,
     generator: torch.Generator | None, desc: str, verbose: bool,
 ) -> list[float]:
     """Adam over shuffled mini-batches of ``n`` rows; ``batch_loss(idx)`` gives a batch's
-    mean loss. Returns the mean loss per epoch."""
+    mean loss. Returns the mean loss per epoch.
+
+    The one mini-batch loop of the pretraining stages (AE, label fitting, k-DVAE pairs):
+    shuffle with ``generator`` at the start of each epoch, step Adam, keep weights and
+    moments out of the subnormal range (:class:`~graphclust.utils.SubnormalGuard`).
+    """
     opt = torch.optim.Adam(params, lr=lr)
     guard = SubnormalGuard(opt)
     losses = []
@@ -258,7 +264,7 @@ def _adam_epochs(
             opt.step()
             guard.step()
             total += loss.item() * len(idx)
-        losses.append(total / n)
+        losses.append(total / max(n, 1))
         if verbose:
             tqdm.write(f"{desc} epoch {epoch + 1}/{epochs}: loss {losses[-1]:.4f}")
     return losses
@@ -311,7 +317,7 @@ def pretrain_autoencoder(
         return -model.likelihood.log_prob(x, model.autoencode(x_in)).mean()
 
     model.train()
-    return _adam_epochs(params, batch_loss, X.shape[0], epochs, batch_size, lr, generator,
+    return adam_epochs(params, batch_loss, X.shape[0], epochs, batch_size, lr, generator,
                         "pretrain AE", verbose)
 
 
@@ -358,6 +364,9 @@ def fit_to_labels(
     if lab.shape != (X.shape[0],):
         raise GraphclustError(f"{lab.shape[0]} labels for {X.shape[0]} rows")
     K = model.n_clusters
+    if lab.numel() and (int(lab.min()) < 0 or int(lab.max()) >= K):
+        raise GraphclustError(
+            f"labels must lie in [0, {K}), got [{int(lab.min())}, {int(lab.max())}]")
     params = [p for name, p in model.named_parameters() if not name.startswith("posterior.")]
 
     def batch_loss(idx: torch.Tensor) -> torch.Tensor:
@@ -373,7 +382,7 @@ def fit_to_labels(
         return -obj.mean()
 
     model.train()
-    return _adam_epochs(params, batch_loss, X.shape[0], epochs, batch_size, lr, generator,
+    return adam_epochs(params, batch_loss, X.shape[0], epochs, batch_size, lr, generator,
                         "fit to labels", verbose)
 
 

@@ -192,7 +192,8 @@ def fit_cluster_model(
     # ---------------------------------------------------------------- 2. latent clustering
     fp_init = config_fingerprint({"ae": fp_ae, "init": repr(init)})
     init_result: InitResult = stage(
-        "init", "init.npz", fp_init, lambda: run_init(init, latent, n_clusters, seeds["init"], data=X),
+        "init", "init.npz", fp_init,
+        lambda: run_init(init, latent, n_clusters, seeds["init"], data=X),
         _save_init, _load_init,
     )
 

@@ -197,5 +197,7 @@ def test_fit_to_labels_makes_the_latent_gmm_agree_with_the_labels():
         torch.testing.assert_close(v, state[k])
     with pytest.raises(GraphclustError, match="labels for"):
         fit_to_labels(m, Xt, y[:10], 1)
+    with pytest.raises(GraphclustError, match=r"lie in \[0, 2\)"):
+        fit_to_labels(m, Xt, y + 1, 1)
     with pytest.raises(GraphclustError, match=">= 0"):
         fit_to_labels(m, Xt, y, -1)
