@@ -15,6 +15,16 @@ error, seconds per set and per 1k points, and peak RSS of the method's block (Li
 the peak is reset before each block through ``/proc/self/clear_refs``; elsewhere it is the
 process peak so far).
 
+S1 (``blobs``): the design note's slow check S1: sets of ``--blob-k`` blobs (default 3) whose
+centres are at least ``--blob-separation`` sigma apart (default 15), ``--sizes`` points each
+(default 300, 100 sets); CHiGac infers K, DP-GMM is the baseline that infers K too. Pass: K
+exact in >= 95 of 100 sets and mean ARI >= 0.99.
+
+Scaling (``scaling``): time of one inference step and of one training step (loss and
+backward on one graph) against N (default 1k to 100k), on ``--blob-k`` (default 10)
+separated blobs; reports seconds per step, the kNN-graph and encoder times, peak RSS and the
+log-log slope of time against N (1 = linear).
+
 B2 (``b2``): MNIST on Siamese embeddings (10-d, the DGG recipe): P1 meta-trains CHiGac on CRP
 episodes drawn from the embedded MNIST-train (labels used), P2 trains it on 10-d mixtures
 only (zero-shot); both cluster MNIST-test (10k) and all 70k; k-means with K = 10 on the same
@@ -27,7 +37,10 @@ Usage::
 
     python scripts/bench_chigac.py b1 --train-steps 5000                  # full B1 (slow)
     python scripts/bench_chigac.py b1 --model runs/chigac-mog            # B1 with a trained run
-    python scripts/bench_chigac.py b2 --data-dir ../shared/data --train-steps 5000
+    python scripts/bench_chigac.py blobs --model runs/chigac-mog         # S1: 100 sets of 3 blobs
+    python scripts/bench_chigac.py scaling --model runs/chigac-mog       # time per step vs N
+    python scripts/bench_chigac.py b2 --data-dir ../shared/data --train-steps 5000 --save-model runs
+    python scripts/bench_chigac.py b2 --embeddings mnist_siamese.npy --protocols p1   # stored embeddings
     python scripts/bench_chigac.py b1 --tiny --sizes 300 --n-sets 2 --train-steps 3   # smoke test
     python scripts/bench_chigac.py b2 --tiny --subsample 1200 --siamese-epochs 1 --train-steps 2
 """
@@ -48,6 +61,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _bench_common import command_line, peak_rss_mb, write_result
 
 from graphclust.metrics import score_clustering
+
+#: per bench: default --sizes, --n-sets and --blob-k
+DEFAULTS = {"b1": ([1000, 10_000, 100_000], [200, 50, 10], None),
+            "blobs": ([300], [100], 3),
+            "scaling": ([1000, 3000, 10_000, 30_000, 100_000], None, 10)}
 
 TINY_MODEL = {"dim": 8, "heads": 2, "n_layers": 1, "n_tokens": 2, "latent_dim": 4,
               "hidden": 16, "n_z_samples": 2, "batch_size": 2}
@@ -91,10 +109,17 @@ def model_kwargs(args) -> dict[str, Any]:
     kw: dict[str, Any] = {"n_steps": args.train_steps, "n_range": (args.n_min, args.n_max),
                           "n_neighbors": args.n_neighbors, "random_state": args.seed,
                           "device": args.device, "verbose": not args.quiet,
-                          "max_clusters": args.max_clusters}
+                          "max_clusters": args.max_clusters, "lr": args.lr,
+                          "lr_drop_step": args.lr_drop_step,
+                          "min_cluster_size": args.min_cluster_size}
     if args.tiny:
         kw.update(TINY_MODEL)
     return kw
+
+
+def chigac_name(args) -> str:
+    """``chigac``, or ``chigac-min5`` when clusters under 5 points are merged at inference."""
+    return "chigac" if args.min_cluster_size <= 1 else f"chigac-min{args.min_cluster_size}"
 
 
 def get_model(args, dim: int, episodes=None):
@@ -106,24 +131,30 @@ def get_model(args, dim: int, episodes=None):
         path = p / "checkpoints" / "model.safetensors" if p.is_dir() else p
         est = CHiGac.load(path, device=args.device)
         est.max_clusters = args.max_clusters
-        return est, {"model_file": str(path), "train_seconds": None}
+        est.min_cluster_size = args.min_cluster_size
+        return est, {"model_file": str(path), "train_seconds": None,
+                     "min_cluster_size": args.min_cluster_size}
     est = CHiGac(n_features=dim, episodes=episodes, **model_kwargs(args))
     t0 = time.perf_counter()
     est.fit()
-    return est, {"train_steps": args.train_steps, "train_seconds": time.perf_counter() - t0,
-                 "final_loss": est.history_[-1]["loss"] if est.history_ else None}
+    info = {"train_steps": args.train_steps, "train_seconds": time.perf_counter() - t0,
+            "final_loss": est.history_[-1]["loss"] if est.history_ else None, "lr": args.lr,
+            "min_cluster_size": args.min_cluster_size}
+    if args.save_model:
+        name = "chigac" if episodes is None else f"chigac-{episodes.describe()['kind']}"
+        path = Path(args.save_model) / f"{name}-d{dim}.safetensors"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        est.save(path)
+        info["model_file"] = str(path)
+    return est, info
 
 
 # =========================================================================== B1
 def run_b1(args) -> list[Path]:
     from sklearn.cluster import KMeans
-    from sklearn.exceptions import ConvergenceWarning
-    from sklearn.mixture import BayesianGaussianMixture
 
     from graphclust.data.synthetic import oracle_labels, sample_mixture
 
-    if len(args.n_sets) != len(args.sizes):
-        raise SystemExit("--n-sets needs one count per --sizes entry")
     est, info = get_model(args, 2)
     paths = []
     for n, n_sets in zip(args.sizes, args.n_sets):
@@ -137,40 +168,154 @@ def run_b1(args) -> list[Path]:
         def kmeans(s):
             return KMeans(s.n_clusters, n_init=10, random_state=args.seed).fit_predict(s.x)
 
-        def dpgmm(s):
-            warnings.filterwarnings("ignore", category=ConvergenceWarning)
-            m = BayesianGaussianMixture(
-                n_components=50, weight_concentration_prior_type="dirichlet_process",
-                max_iter=args.dpgmm_iter, random_state=args.seed)
-            return m.fit_predict(s.x)
-
-        methods: dict[str, Callable] = {"chigac": chigac, "kmeans": kmeans}
+        methods: dict[str, Callable] = {chigac_name(args): chigac, "kmeans": kmeans}
         if n <= args.dpgmm_max_n:
-            methods["dpgmm"] = dpgmm
+            methods["dpgmm"] = lambda s: _dpgmm(args).fit_predict(s.x)
         oracle = [score_clustering(s.y, oracle_labels(s)).ari for s in sets]
-        for name, fn in methods.items():
-            reset = reset_peak_rss()
-            rows = []
-            t_block = time.perf_counter()
-            for s in sets:
-                t0 = time.perf_counter()
-                labels = fn(s)
-                rows.append(score_row(s.y, labels, time.perf_counter() - t0, s.n_clusters))
-            wall = time.perf_counter() - t_block
-            metrics = summarise(rows)
-            metrics.update({"n": n, "oracle_ari": float(np.mean(oracle)),
-                            "peak_rss_reset": reset})
-            if name == "chigac":
+        for name, fn in selected(args, methods).items():
+            metrics, wall = _score_sets(sets, fn)
+            metrics.update({"n": n, "oracle_ari": float(np.mean(oracle))})
+            if name.startswith("chigac"):
                 metrics.update(info)
             paths.append(write_result(
                 args.out, benchmark="chigac-b1", dataset=f"mog2d-n{n}", model=name,
                 metrics=metrics, wall_s=wall, peak_rss_mb=peak_rss_mb(), command=command_line()))
-            if not args.quiet:
-                print(f"B1 n={n:>6} {name:>7}: ARI {metrics['ari']:.3f}  NMI {metrics['nmi']:.3f}"
-                      f"  K-MAE {metrics['k_mae']:.2f}  exact-K {metrics['exact_k']:.2f}  "
-                      f"{metrics['seconds_per_set']:.2f} s/set  (oracle ARI "
-                      f"{metrics['oracle_ari']:.3f})")
+            _print_row(args, f"B1 n={n:>6}", name, metrics)
     return paths
+
+
+def selected(args, methods: dict[str, Callable]) -> dict[str, Callable]:
+    """The methods named in ``--methods`` (``chigac`` covers ``chigac-min5`` etc.)."""
+    if not args.methods:
+        return methods
+    return {k: v for k, v in methods.items() if k.split("-")[0] in args.methods}
+
+
+def _dpgmm(args):
+    """scikit-learn's Dirichlet-process GMM with 50 components (the K-inferring baseline)."""
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.mixture import BayesianGaussianMixture
+
+    warnings.filterwarnings("ignore", category=ConvergenceWarning)
+    return BayesianGaussianMixture(
+        n_components=50, weight_concentration_prior_type="dirichlet_process",
+        max_iter=args.dpgmm_iter, random_state=args.seed)
+
+
+def _score_sets(sets, fn: Callable) -> tuple[dict[str, Any], float]:
+    """Cluster every set with ``fn`` and summarise; returns (metrics, wall seconds)."""
+    reset = reset_peak_rss()
+    rows = []
+    t_block = time.perf_counter()
+    for s in sets:
+        t0 = time.perf_counter()
+        labels = fn(s)
+        rows.append(score_row(s.y, labels, time.perf_counter() - t0, s.n_clusters))
+    wall = time.perf_counter() - t_block
+    metrics = summarise(rows)
+    metrics["peak_rss_reset"] = reset
+    return metrics, wall
+
+
+def _print_row(args, prefix: str, name: str, m: dict[str, Any]) -> None:
+    if not args.quiet:
+        oracle = f"  (oracle ARI {m['oracle_ari']:.3f})" if "oracle_ari" in m else ""
+        print(f"{prefix} {name:>7}: ARI {m['ari']:.3f}  NMI {m['nmi']:.3f}  K-MAE "
+              f"{m['k_mae']:.2f}  exact-K {m['exact_k']:.2f}  {m['seconds_per_set']:.2f} s/set"
+              + oracle)
+
+
+# =========================================================================== S1
+def run_blobs(args) -> list[Path]:
+    """S1: K inferred on well-separated blobs; CHiGac against the DP-GMM."""
+    from graphclust.data.synthetic import sample_separated_mixture
+
+    est, info = get_model(args, 2)
+    paths = []
+    for n, n_sets in zip(args.sizes, args.n_sets):
+        rng = np.random.default_rng([args.seed, n, args.blob_k])
+        sets = [sample_separated_mixture(n, args.blob_k, 2, rng,
+                                         min_separation=args.blob_separation)
+                for _ in range(n_sets)]
+        methods: dict[str, Callable] = {chigac_name(args): lambda s: est.predict(s.x),
+                                        "dpgmm": lambda s: _dpgmm(args).fit_predict(s.x)}
+        for name, fn in selected(args, methods).items():
+            metrics, wall = _score_sets(sets, fn)
+            metrics.update({"n": n, "blob_k": args.blob_k,
+                            "min_separation": args.blob_separation,
+                            "pass_exact_k": metrics["exact_k"] >= 0.95,
+                            "pass_ari": metrics["ari"] >= 0.99})
+            if name.startswith("chigac"):
+                metrics.update(info)
+            paths.append(write_result(
+                args.out, benchmark="chigac-s1",
+                dataset=f"blobs{args.blob_k}-sep{args.blob_separation:g}-n{n}", model=name,
+                metrics=metrics, wall_s=wall, peak_rss_mb=peak_rss_mb(), command=command_line()))
+            _print_row(args, f"S1 n={n:>6}", name, metrics)
+    return paths
+
+
+# =========================================================================== scaling
+def run_scaling(args) -> list[Path]:
+    """Seconds per inference step and per training step against N (design note section 5)."""
+    import torch
+
+    from graphclust.data.synthetic import points_to_data, sample_separated_mixture
+    from graphclust.models.chigac import infer_clusters
+
+    est, info = get_model(args, 2)
+    model = est.model_
+    dev = next(model.parameters()).device
+    rows = []
+    for n in args.sizes:
+        s = sample_separated_mixture(n, args.blob_k, 2, np.random.default_rng([args.seed, n]),
+                                     min_separation=args.blob_separation)
+        reset = reset_peak_rss()
+        t0 = time.perf_counter()
+        data = points_to_data(s.x, args.n_neighbors, y=s.y).to(dev)
+        graph_s = time.perf_counter() - t0
+        model.eval()
+        with torch.no_grad():
+            t0 = time.perf_counter()
+            model.encode(data)
+            encode_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        res = infer_clusters(model, data, args.max_clusters)
+        infer_s = time.perf_counter() - t0
+        loop_s = max(infer_s - encode_s, 0.0)
+        infer_rss = peak_rss_mb()
+        model.train()
+        gen = torch.Generator(device=dev).manual_seed(args.seed)
+        t0 = time.perf_counter()
+        terms = model.loss(data, generator=gen)
+        terms.loss.backward()
+        train_s = time.perf_counter() - t0
+        model.zero_grad(set_to_none=True)
+        row = {"n": n, "k_true": args.blob_k, "k_hat": int(res.n_clusters[0]),
+               "n_steps": int(res.n_steps), "graph_s": graph_s, "encode_s": encode_s,
+               "infer_s": infer_s, "infer_s_per_step": loop_s / max(res.n_steps, 1),
+               "train_step_s": train_s, "train_s_per_cluster": train_s / args.blob_k,
+               "ari": score_clustering(s.y, res.labels).ari, "peak_rss_infer_mb": infer_rss,
+               "peak_rss_train_mb": peak_rss_mb(), "peak_rss_reset": reset}
+        rows.append(row)
+        if not args.quiet:
+            print(f"scaling n={n:>7}: graph {graph_s:.2f} s  encode {encode_s:.2f} s  "
+                  f"{row['infer_s_per_step']:.3f} s/inference step ({row['n_steps']} steps)  "
+                  f"train step {train_s:.2f} s  RSS {row['peak_rss_train_mb']:.0f} MiB")
+    metrics: dict[str, Any] = {"blob_k": args.blob_k, "min_separation": args.blob_separation,
+                               **info}
+    for key in ("infer_s_per_step", "train_step_s", "encode_s"):
+        if len(rows) > 1:
+            x = np.log([r["n"] for r in rows])
+            y = np.log([max(r[key], 1e-9) for r in rows])
+            metrics[f"slope_{key}"] = float(np.polyfit(x, y, 1)[0])
+    for key in rows[0]:
+        metrics[key] = [r[key] for r in rows]
+    path = write_result(args.out, benchmark="chigac-scaling", dataset=f"blobs{args.blob_k}",
+                        model="chigac", metrics=metrics,
+                        wall_s=sum(r["infer_s"] + r["train_step_s"] for r in rows),
+                        peak_rss_mb=peak_rss_mb(), command=command_line())
+    return [path]
 
 
 # =========================================================================== B2
@@ -192,22 +337,30 @@ def run_b2(args) -> list[Path]:
         test_idx = test_idx[: max(args.subsample // 6, 50)]
     all_idx = np.concatenate([train_idx, test_idx])
     t0 = time.perf_counter()
-    emb = SiameseEmbedder(n_epochs=args.siamese_epochs, random_state=args.seed,
-                          device=args.device, verbose=not args.quiet)
-    Z = np.empty((70_000, 10), dtype=np.float32)
-    Z[all_idx] = emb.fit_transform(X[all_idx])
-    siamese_s = time.perf_counter() - t0
+    if args.embeddings:
+        Z = np.load(args.embeddings).astype(np.float32, copy=False)
+        if Z.ndim != 2 or Z.shape[0] != 70_000 or not np.isfinite(Z).all():
+            raise SystemExit(f"--embeddings must hold a finite (70000, d) array, one row per "
+                             f"MNIST image in the data set's order; got shape {Z.shape}")
+        siamese_s = None
+    else:
+        emb = SiameseEmbedder(n_epochs=args.siamese_epochs, random_state=args.seed,
+                              device=args.device, verbose=not args.quiet)
+        Z = np.empty((70_000, 10), dtype=np.float32)
+        Z[all_idx] = emb.fit_transform(X[all_idx])
+        siamese_s = time.perf_counter() - t0
+    dim = Z.shape[1]
 
     protocols = {}
     if "p1" in args.protocols:
         lo, hi = args.n_min, min(args.n_max, train_idx.size)
         episodes = LabelledEpisodes(Z[train_idx], y[train_idx], (lo, hi), args.n_neighbors)
-        protocols["p1"] = get_model(args, 10, episodes)
+        protocols["p1"] = get_model(args, dim, episodes)
     if "p2" in args.protocols:
-        episodes = MixtureEpisodes(dim=10, n_range=(args.n_min, args.n_max),
+        episodes = MixtureEpisodes(dim=dim, n_range=(args.n_min, args.n_max),
                                    max_clusters=args.test_max_clusters or 30,
                                    n_neighbors=args.n_neighbors)
-        protocols["p2"] = get_model(args, 10, episodes)
+        protocols["p2"] = get_model(args, dim, episodes)
 
     paths = []
     for split, idx in (("test", test_idx), ("all", all_idx)):
@@ -228,7 +381,8 @@ def run_b2(args) -> list[Path]:
                 "acc": s.acc, "nmi": s.nmi, "ari": s.ari, "k_hat": k_hat, "k_true": 10,
                 "dbi": float(davies_bouldin_score(Zs, labels)) if k_hat > 1 else None,
                 "n": int(idx.size), "seconds": seconds, "siamese_seconds": siamese_s,
-                "siamese_epochs": args.siamese_epochs, "peak_rss_reset": reset,
+                "siamese_epochs": None if args.embeddings else args.siamese_epochs,
+                "embeddings": args.embeddings, "peak_rss_reset": reset,
                 "dgg_reported_acc": 0.9758,
             }
             if name.startswith("chigac-"):
@@ -247,7 +401,7 @@ def run_b2(args) -> list[Path]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("bench", choices=("b1", "b2"))
+    ap.add_argument("bench", choices=("b1", "blobs", "scaling", "b2"))
     ap.add_argument("--model", default=None,
                     help="trained model (train-chigac run folder or .safetensors); b1 only")
     ap.add_argument("--train-steps", type=int, default=5000, help="steps when training here")
@@ -256,10 +410,25 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n-neighbors", type=int, default=None,
                     help="J (default 15 for b1, 20 for b2)")
     ap.add_argument("--max-clusters", type=int, default=100, help="K cap at inference")
+    ap.add_argument("--min-cluster-size", type=int, default=None,
+                    help="merge smaller clusters at inference (default 1; b2: 5)")
+    ap.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate when training")
+    ap.add_argument("--lr-drop-step", type=int, default=None,
+                    help="step from which lr is x0.1 (default: half of --train-steps)")
+    ap.add_argument("--save-model", default=None,
+                    help="folder to save each model trained here (.safetensors)")
     ap.add_argument("--test-max-clusters", type=int, default=None,
                     help="reject test mixtures with more clusters (default: no cap)")
-    ap.add_argument("--sizes", type=int, nargs="+", default=[1000, 10_000, 100_000])
-    ap.add_argument("--n-sets", type=int, nargs="+", default=[200, 50, 10])
+    ap.add_argument("--sizes", type=int, nargs="+", default=None,
+                    help="points per set (b1: 1k 10k 100k; blobs: 300; scaling: 1k .. 100k)")
+    ap.add_argument("--n-sets", type=int, nargs="+", default=None,
+                    help="sets per size (b1: 200 50 10; blobs: 100)")
+    ap.add_argument("--methods", nargs="+", default=None, choices=("chigac", "kmeans", "dpgmm"),
+                    help="b1/blobs: run only these methods (default all)")
+    ap.add_argument("--blob-k", type=int, default=None,
+                    help="clusters of the separated blobs (blobs: 3, scaling: 10)")
+    ap.add_argument("--blob-separation", type=float, default=15.0,
+                    help="smallest distance between blob centres, in sigma (default 15)")
     ap.add_argument("--dpgmm-max-n", type=int, default=10_000)
     ap.add_argument("--dpgmm-iter", type=int, default=200)
     ap.add_argument("--data", default="mnist")
@@ -268,6 +437,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--subsample", type=int, default=None,
                     help="b2: first N training rows (and N/6 test rows) only")
     ap.add_argument("--siamese-epochs", type=int, default=10)
+    ap.add_argument("--embeddings", default=None,
+                    help="b2: a stored (70000, d) .npy of MNIST embeddings instead of "
+                         "training the Siamese network here")
     ap.add_argument("--protocols", nargs="+", default=["p1", "p2"], choices=("p1", "p2"))
     ap.add_argument("--tiny", action="store_true", help="a miniature model (smoke tests)")
     ap.add_argument("--seed", type=int, default=0)
@@ -281,8 +453,17 @@ def main(argv: list[str] | None = None) -> int:
 
         torch.set_num_threads(args.threads)
     if args.n_neighbors is None:
-        args.n_neighbors = 15 if args.bench == "b1" else 20
-    paths = run_b1(args) if args.bench == "b1" else run_b2(args)
+        args.n_neighbors = 20 if args.bench == "b2" else 15
+    if args.min_cluster_size is None:
+        args.min_cluster_size = 5 if args.bench == "b2" else 1
+    sizes, n_sets, blob_k = DEFAULTS.get(args.bench, (None, None, None))
+    args.sizes = args.sizes or sizes
+    args.n_sets = args.n_sets or n_sets or [1] * len(args.sizes or ())
+    args.blob_k = args.blob_k or blob_k
+    if args.sizes is not None and len(args.n_sets) != len(args.sizes):
+        raise SystemExit("--n-sets needs one count per --sizes entry")
+    run = {"b1": run_b1, "blobs": run_blobs, "scaling": run_scaling, "b2": run_b2}[args.bench]
+    paths = run(args)
     if not args.quiet:
         print(f"wrote {len(paths)} result file(s) to {args.out}")
     return 0

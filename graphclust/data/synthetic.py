@@ -59,6 +59,7 @@ __all__ = [
     "sample_crp",
     "sample_crp_sequential",
     "sample_mixture",
+    "sample_separated_mixture",
     "standardize",
 ]
 
@@ -310,6 +311,14 @@ def sample_mixture(
             f"{_MAX_REJECTIONS} tries; raise max_clusters or lower alpha"
         )
     means = rng.normal(0.0, sigma_mu, size=(K, dim))
+    return _assemble(means, c, sigma, a, rng, standardize_points)
+
+
+def _assemble(means: np.ndarray, c: np.ndarray, sigma: float, alpha: float,
+              rng: np.random.Generator, standardize_points: bool) -> MixtureSample:
+    """Draw the points of partition ``c`` around ``means``, shuffle, relabel, standardise."""
+    n, dim = c.size, means.shape[1]
+    K = means.shape[0]
     raw = means[c] + rng.normal(0.0, sigma, size=(n, dim))
     perm = rng.permutation(n)
     raw, c = raw[perm], c[perm]
@@ -323,7 +332,70 @@ def sample_mixture(
         x, center, scale = st.x, st.center, st.scale
     else:
         x, center, scale = raw.astype(np.float32), np.zeros(dim), 1.0
-    return MixtureSample(x, y, means, sigma, props, a, center, scale)
+    return MixtureSample(x, y, means, sigma, props, alpha, center, scale)
+
+
+def sample_separated_mixture(
+    n: int,
+    n_clusters: int = 3,
+    dim: int = 2,
+    random_state=None,
+    *,
+    min_separation: float = 15.0,
+    sigma_mu: float = 10.0,
+    sigma: float = 1.0,
+    standardize_points: bool = True,
+) -> MixtureSample:
+    """Draw well-separated blobs: the design note's check S1 (section 8.2).
+
+    ``n_clusters`` centres ``mu_k ~ N(0, sigma_mu^2 I)`` are redrawn until every pair is at
+    least ``min_separation * sigma`` apart; each point picks a cluster uniformly at random
+    (every cluster gets at least one point) and is drawn from ``N(mu_k, sigma^2 I)``. The
+    points are shuffled, numbered by first appearance and standardised as in
+    :func:`sample_mixture`; ``alpha`` is recorded as NaN (no CRP is involved).
+
+    Parameters
+    ----------
+    n : int
+        Points, ``>= n_clusters``.
+    n_clusters : int
+        ``K``, ``>= 1``.
+    dim : int
+    random_state : int, numpy Generator or None
+    min_separation : float
+        Smallest distance between two centres, in units of ``sigma`` (> 0).
+    sigma_mu, sigma : float
+    standardize_points : bool
+
+    Returns
+    -------
+    MixtureSample
+
+    Raises
+    ------
+    GraphclustError
+        When ``n < n_clusters`` or the centres cannot be placed (separation too large for
+        ``sigma_mu`` and ``dim``).
+    """
+    K = _check_n(n_clusters, "n_clusters")
+    n = _check_n(n, minimum=K)
+    dim = _check_n(dim, "dim")
+    sigma_mu, sigma = _positive("sigma_mu", sigma_mu), _positive("sigma", sigma)
+    sep = _positive("min_separation", min_separation) * sigma
+    rng = check_random_state(random_state)
+    for _ in range(_MAX_REJECTIONS):
+        means = rng.normal(0.0, sigma_mu, size=(K, dim))
+        d = np.linalg.norm(means[:, None] - means[None], axis=-1)
+        if K == 1 or d[np.triu_indices(K, 1)].min() >= sep:
+            break
+    else:
+        raise GraphclustError(
+            f"could not place {K} centres {min_separation} sigma apart with sigma_mu={sigma_mu} "
+            f"in {dim} dimensions in {_MAX_REJECTIONS} tries; raise sigma_mu or lower "
+            "min_separation"
+        )
+    c = np.concatenate([np.arange(K), rng.integers(0, K, size=n - K)])
+    return _assemble(means, c, sigma, float("nan"), rng, standardize_points)
 
 
 def oracle_labels(sample: MixtureSample) -> np.ndarray:

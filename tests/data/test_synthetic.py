@@ -16,6 +16,7 @@ from graphclust.data.synthetic import (
     sample_crp,
     sample_crp_sequential,
     sample_mixture,
+    sample_separated_mixture,
     standardize,
 )
 from graphclust.utils import GraphclustError
@@ -103,6 +104,32 @@ def test_oracle_labels_recover_far_apart_clusters():
     s = sample_mixture(400, 2, np.random.default_rng(9), sigma_mu=100.0, sigma=0.1, alpha=1.0)
     assert adjusted_rand_score(s.y, oracle_labels(s)) == 1.0
     np.testing.assert_allclose(s.raw, (s.x.astype(np.float64) * s.scale + s.center))
+
+
+def test_separated_mixture_keeps_its_centres_apart():
+    rng = np.random.default_rng(10)
+    for _ in range(20):
+        s = sample_separated_mixture(90, 3, 2, rng, min_separation=15.0)
+        d = np.linalg.norm(s.means[:, None] - s.means[None], axis=-1)
+        assert d[np.triu_indices(3, 1)].min() >= 15.0
+        assert s.n_clusters == 3 and np.isnan(s.alpha)
+        assert np.array_equal(np.unique(s.y), [0, 1, 2])  # every cluster has a point
+        assert s.y[0] == 0 and np.isclose(s.proportions.sum(), 1.0)
+        # the raw points sit around their own centre (15 sigma apart: MAP is exact)
+        assert adjusted_rand_score(s.y, oracle_labels(s)) == 1.0
+    a = sample_separated_mixture(50, 4, 3, 123)
+    b = sample_separated_mixture(50, 4, 3, 123)
+    np.testing.assert_array_equal(a.x, b.x)
+    assert a.x.shape == (50, 3) and a.x.dtype == np.float32
+
+
+def test_separated_mixture_bad_input():
+    with pytest.raises(GraphclustError, match="n_samples must be an integer >= 3"):
+        sample_separated_mixture(2, 3)
+    with pytest.raises(GraphclustError, match="could not place 5 centres"):
+        sample_separated_mixture(50, 5, 1, 0, min_separation=100.0)
+    with pytest.raises(GraphclustError, match="min_separation"):
+        sample_separated_mixture(50, 3, min_separation=0.0)
 
 
 def test_standardize_is_robust_and_handles_constant_data():

@@ -1,0 +1,90 @@
+"""scripts/bench_chigac.py: tiny end-to-end runs of B1, S1 (blobs) and the scaling curve.
+
+A miniature model is trained for a few steps inside each run, so the numbers are not
+checked for quality; the tests check the result files (keys, ranges, one file per method
+and size) and the K-error bookkeeping against a hand computation.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "bench_chigac.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("bench_chigac", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["bench_chigac"] = module
+    spec.loader.exec_module(module)
+    yield module
+    sys.modules.pop("bench_chigac", None)
+
+
+def load(paths):
+    return [json.loads(Path(p).read_text()) for p in paths]
+
+
+def test_summarise_k_errors_by_hand(bench):
+    rows = [bench.score_row(np.array([0, 0, 1, 1]), np.array([0, 0, 1, 2]), 0.5, 2),
+            bench.score_row(np.array([0, 0, 1, 1]), np.array([1, 1, 0, 0]), 1.0, 2)]
+    m = bench.summarise(rows)
+    assert m["n_sets"] == 2
+    assert m["k_mae"] == 0.5 and m["k_signed"] == 0.5 and m["exact_k"] == 0.5
+    assert m["acc"] == pytest.approx((0.75 + 1.0) / 2)
+    assert m["seconds_per_1k"] == pytest.approx((0.5 / 4 + 1.0 / 4) / 2 * 1000)
+
+
+def test_blobs_and_b1_write_one_file_per_method(bench, tmp_path):
+    common = ["--tiny", "--train-steps", "2", "--n-min", "30", "--n-max", "40", "-q",
+              "--out", str(tmp_path), "--threads", "1"]
+    saved = tmp_path / "models"
+    assert bench.main(["blobs", "--sizes", "60", "--n-sets", "3", "--save-model", str(saved),
+                       *common]) == 0
+    assert (saved / "chigac-d2.safetensors").is_file()
+    assert bench.main(["b1", "--sizes", "80", "--n-sets", "2", *common]) == 0
+    assert bench.main(["blobs", "--sizes", "60", "--n-sets", "2", "--methods", "chigac",
+                       "--min-cluster-size", "5", "--model", str(saved / "chigac-d2.safetensors"),
+                       "--out", str(tmp_path / "merged"), "-q"]) == 0
+    (merged,) = load((tmp_path / "merged").glob("*.json"))
+    assert merged["model"] == "chigac-min5" and merged["metrics"]["min_cluster_size"] == 5
+    results = load(sorted(tmp_path.glob("*.json")))
+    by = {(r["benchmark"], r["model"]): r for r in results}
+    assert set(by) == {("chigac-s1", "chigac"), ("chigac-s1", "dpgmm"),
+                       ("chigac-b1", "chigac"), ("chigac-b1", "kmeans"), ("chigac-b1", "dpgmm")}
+    s1 = by["chigac-s1", "chigac"]
+    assert s1["dataset"] == "blobs3-sep15-n60"
+    m = s1["metrics"]
+    assert m["n_sets"] == 3 and m["blob_k"] == 3 and m["train_steps"] == 2
+    assert m["model_file"] == str(saved / "chigac-d2.safetensors") and m["min_cluster_size"] == 1
+    assert 0.0 <= m["exact_k"] <= 1.0 and m["pass_exact_k"] == (m["exact_k"] >= 0.95)
+    assert by["chigac-b1", "kmeans"]["metrics"]["exact_k"] == 1.0  # k-means is given K
+    for r in results:
+        assert r["wall_s"] > 0 and r["peak_rss_mb"] > 0 and "versions" in r
+
+
+def test_scaling_curve_reports_slopes(bench, tmp_path):
+    rc = bench.main(["scaling", "--tiny", "--train-steps", "1", "--n-min", "30",
+                        "--n-max", "40", "--sizes", "100", "400", "--blob-k", "4", "-q",
+                        "--out", str(tmp_path), "--threads", "1"])
+    assert rc == 0
+    (r,) = load(tmp_path.glob("*.json"))
+    m = r["metrics"]
+    assert r["benchmark"] == "chigac-scaling" and m["n"] == [100, 400]
+    assert len(m["infer_s_per_step"]) == 2 and all(t > 0 for t in m["train_step_s"])
+    assert all(1 <= s <= 100 for s in m["n_steps"])
+    for key in ("slope_infer_s_per_step", "slope_train_step_s", "slope_encode_s"):
+        assert np.isfinite(m[key])
+
+
+def test_sizes_and_set_counts_must_pair(bench, tmp_path):
+    with pytest.raises(SystemExit, match="one count per --sizes"):
+        bench.main(["blobs", "--tiny", "--sizes", "50", "60", "--n-sets", "3",
+                    "--out", str(tmp_path)])
