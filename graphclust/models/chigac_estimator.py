@@ -524,7 +524,10 @@ kl_weight :
                 f"X has {Xc.shape[1]} features but this CHiGac was trained on "
                 f"{self.n_features_in_}; pass data with the same number of columns"
             )
-        fp = data_fingerprint(Xc) + ("" if graph is None else f"/graph{id(graph)}")
+        # the inference settings are part of the key: changing them must not return a stale
+        # clustering of the same data
+        fp = (data_fingerprint(Xc) + ("" if graph is None else f"/graph{id(graph)}")
+              + f"/K{int(self.max_clusters)}/min{int(self.min_cluster_size)}")
         cache = getattr(self, "_cache", None)
         if cache is not None and cache[0] == fp:
             result = cache[1]
