@@ -72,13 +72,15 @@ def test_blobs_and_b1_write_one_file_per_method(bench, tmp_path):
 
 def test_scaling_curve_reports_slopes(bench, tmp_path):
     rc = bench.main(["scaling", "--tiny", "--train-steps", "1", "--n-min", "30",
-                        "--n-max", "40", "--sizes", "100", "400", "--blob-k", "4", "-q",
+                        "--n-max", "40", "--sizes", "100", "200", "400", "--blob-k", "4",
+                        "--train-max-n", "200", "-q",
                         "--out", str(tmp_path), "--threads", "1"])
     assert rc == 0
     (r,) = load(tmp_path.glob("*.json"))
     m = r["metrics"]
-    assert r["benchmark"] == "chigac-scaling" and m["n"] == [100, 400]
-    assert len(m["infer_s_per_step"]) == 2 and all(t > 0 for t in m["train_step_s"])
+    assert r["benchmark"] == "chigac-scaling" and m["n"] == [100, 200, 400]
+    assert len(m["infer_s_per_step"]) == 3 and all(t > 0 for t in m["infer_s_per_step"])
+    assert m["train_step_s"][2] is None and all(t > 0 for t in m["train_step_s"][:2])
     assert all(1 <= s <= 100 for s in m["n_steps"])
     for key in ("slope_infer_s_per_step", "slope_train_step_s", "slope_encode_s"):
         assert np.isfinite(m[key])
