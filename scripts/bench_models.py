@@ -17,12 +17,14 @@ Usage::
     python scripts/bench_models.py --max-samples 500 --epochs 1 --pretrain-epochs 1 \\
         --seeds 1 --hidden 64 --pair-hidden 32 --pair-epochs 1 --vimco-samples 2   # a quick check
     python scripts/bench_models.py --subsample 10000 --seeds 3       # 10,000 random rows each
+    python scripts/bench_models.py --datasets coil20 --from-results  # table of the stored runs
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import math
 import statistics
 import sys
@@ -144,6 +146,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--out", default="results", help="folder of the JSON results")
     ap.add_argument("--table", default=None, help="also write the Markdown table to this file")
+    ap.add_argument("--from-results", action="store_true",
+                    help="fit nothing: build the table from the JSON files already in --out "
+                         "(the newest run of each seed)")
     ap.add_argument("--verbose", action="store_true")
     args = ap.parse_args(argv)
 
@@ -155,6 +160,11 @@ def main(argv: list[str] | None = None) -> int:
     variants = {"both": (False, True), "none": (False,), "graph": (True,)}[args.graph]
     command = command_line()
     runs: dict[tuple[str, str, bool], list[dict]] = defaultdict(list)
+    if args.from_results:
+        runs = collect_results(args.out, datasets, models, variants)
+        if not runs:
+            raise SystemExit(f"no models__*.json results for {datasets} / {models} in {args.out}")
+        datasets = []  # nothing to fit: only the table is made
 
     for name in datasets:
         data = load_dataset(name, data_dir=args.data_dir, max_samples=args.max_samples)
@@ -195,29 +205,64 @@ def main(argv: list[str] | None = None) -> int:
                           f"seed {seed}: ACC {scores['acc']:.4f} NMI {scores['nmi']:.4f} "
                           f"ARI {scores['ari']:.4f} ({wall:.1f} s)", flush=True)
 
-    lines = [
-        "| data | model | graph regulariser | ACC % | NMI % | ARI % | wall s | published ACC % |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for (dname, model, with_graph), recs in runs.items():
-        label = "dgg" if (model == "vade" and with_graph) else model
-        key = (dname.lower(), label)
-        lines.append(
-            f"| {dname} | {LABELS[label]} | {'yes' if with_graph else 'no'} | "
-            f"{_fmt([r['acc'] for r in recs])} | {_fmt([r['nmi'] for r in recs])} | "
-            f"{_fmt([r['ari'] for r in recs])} | {_fmt([r['wall_s'] for r in recs], 1.0)} | "
-            f"{PUBLISHED.get(key, '–')} |"
-        )
-    n_seeds = {len(r) for r in runs.values()}
-    table = "\n".join(lines) + (
-        f"\n\nMean ± std over {max(n_seeds) if n_seeds else 0} seed(s); published numbers from "
-        "/work/shared/seeds/README.md (full data, the papers' training budgets)."
-    )
+    table = format_table(runs)
     print(table)
     if args.table:
         with atomic_path(Path(args.table)) as tmp:
             tmp.write_text(table + "\n")
     return 0 if all(math.isfinite(r["acc"]) for recs in runs.values() for r in recs) else 1
+
+
+def collect_results(out: str | Path, datasets: list[str], models: list[str],
+                    variants: tuple[bool, ...]) -> dict[tuple[str, str, bool], list[dict]]:
+    """Runs recorded under ``out`` by earlier calls, keyed as :func:`main` keys its own.
+
+    For each (data set, family, graph variant, seed) the newest file wins, so a rerun replaces
+    an interrupted or disturbed one. Families and variants not asked for are left out.
+    """
+    newest: dict[tuple[str, str, bool, int], dict] = {}
+    for path in sorted(Path(out).glob("models__*.json")):
+        rec = json.loads(path.read_text())
+        if rec.get("benchmark") != "models" or rec.get("dataset") not in datasets:
+            continue
+        m = rec["metrics"]
+        with_graph = bool(m["graph_regularizer"])
+        label = rec["model"].split("+")[0]
+        family = "vade" if label == "dgg" else label
+        if family not in models or with_graph not in variants:
+            continue
+        key = (rec["dataset"], family, with_graph, int(m["seed"]))
+        if key not in newest or rec["date"] > newest[key]["date"]:
+            newest[key] = {**rec, "_record": {"acc": m["acc"], "nmi": m["nmi"], "ari": m["ari"],
+                                              "wall_s": rec["wall_s"], "seed": m["seed"]}}
+    runs: dict[tuple[str, str, bool], list[dict]] = defaultdict(list)
+    order = {(d, f, g): (datasets.index(d), models.index(f), g)
+             for d, f, g, _ in newest}
+    for key in sorted(newest, key=lambda k: (order[k[:3]], k[3])):
+        runs[key[:3]].append(newest[key]["_record"])
+    return runs
+
+
+def format_table(runs: dict[tuple[str, str, bool], list[dict]]) -> str:
+    """Markdown table of mean ± std over seeds, with the published ACC beside each row."""
+    lines = [
+        ("| data | model | graph regulariser | seeds | ACC % | NMI % | ARI % | wall s "
+         "| published ACC % |"),
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for (dname, model, with_graph), recs in runs.items():
+        label = "dgg" if (model == "vade" and with_graph) else model
+        key = (dname.lower(), label)
+        lines.append(
+            f"| {dname} | {LABELS[label]} | {'yes' if with_graph else 'no'} | {len(recs)} | "
+            f"{_fmt([r['acc'] for r in recs])} | {_fmt([r['nmi'] for r in recs])} | "
+            f"{_fmt([r['ari'] for r in recs])} | {_fmt([r['wall_s'] for r in recs], 1.0)} | "
+            f"{PUBLISHED.get(key, '–')} |"
+        )
+    return "\n".join(lines) + (
+        "\n\nMean ± sample std over the seeds; published numbers from "
+        "/work/shared/seeds/README.md (full data, the papers' training budgets)."
+    )
 
 
 if __name__ == "__main__":
