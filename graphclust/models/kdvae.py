@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from graphclust.models.mixture import build_gmvae
-from graphclust.models.pretrain import InitResult, adam_epochs
+from graphclust.models.pretrain import InitResult, adam_epochs, check_cluster_labels
 from graphclust.nn.graph_reg import GraphTerms
 from graphclust.nn.likelihood import Likelihood
 from graphclust.nn.mlp import check_hidden
@@ -229,11 +229,7 @@ def pretrain_pairs(
     list of float
         Mean negative objective per epoch.
     """
-    lab = torch.as_tensor(np.asarray(labels, dtype=np.int64))
-    if lab.shape != (X.shape[0],):
-        raise GraphclustError(f"labels must have shape ({X.shape[0]},), got {tuple(lab.shape)}")
-    if lab.numel() and (int(lab.min()) < 0 or int(lab.max()) >= model.n_clusters):
-        raise GraphclustError(f"labels must lie in [0, {model.n_clusters})")
+    lab = check_cluster_labels(labels, X.shape[0], model.n_clusters)
     noise = generator
     if X.device.type != "cpu":  # the samples' generator lives on the data's device
         noise = torch.Generator(device=X.device)

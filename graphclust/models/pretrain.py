@@ -30,6 +30,7 @@ __all__ = [
     "UMAPGMMInit",
     "adam_epochs",
     "apply_init",
+    "check_cluster_labels",
     "fit_to_labels",
     "latent_means",
     "moments_from_labels",
@@ -235,6 +236,18 @@ def run_init(init, latent: np.ndarray, n_clusters: int, random_state: int,
     return init(latent, n_clusters, random_state)
 
 
+def check_cluster_labels(labels, n_rows: int, n_clusters: int) -> torch.Tensor:
+    """Start labels as an int64 tensor, checked: shape ``(n_rows,)``, values in ``[0, K)``."""
+    lab = torch.as_tensor(np.asarray(labels, dtype=np.int64))
+    if lab.shape != (n_rows,):
+        raise GraphclustError(
+            f"got {tuple(lab.shape)} labels for {n_rows} rows; expected shape ({n_rows},)")
+    if lab.numel() and (int(lab.min()) < 0 or int(lab.max()) >= n_clusters):
+        raise GraphclustError(f"labels must lie in [0, {n_clusters}), got "
+                              f"[{int(lab.min())}, {int(lab.max())}]")
+    return lab
+
+
 def _batches(n: int, batch_size: int, generator: torch.Generator | None):
     return torch.randperm(n, generator=generator).split(batch_size)
 
@@ -360,13 +373,8 @@ def fit_to_labels(
     """
     if epochs < 0:
         raise GraphclustError(f"label fitting epochs must be >= 0, got {epochs}")
-    lab = torch.as_tensor(np.asarray(labels, dtype=np.int64))
-    if lab.shape != (X.shape[0],):
-        raise GraphclustError(f"{lab.shape[0]} labels for {X.shape[0]} rows")
     K = model.n_clusters
-    if lab.numel() and (int(lab.min()) < 0 or int(lab.max()) >= K):
-        raise GraphclustError(
-            f"labels must lie in [0, {K}), got [{int(lab.min())}, {int(lab.max())}]")
+    lab = check_cluster_labels(labels, X.shape[0], K)
     params = [p for name, p in model.named_parameters() if not name.startswith("posterior.")]
 
     def batch_loss(idx: torch.Tensor) -> torch.Tensor:
