@@ -7,25 +7,13 @@ and size) and the K-error bookkeeping against a hand computation.
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "bench_chigac.py"
-
-
-@pytest.fixture(scope="module")
-def bench():
-    spec = importlib.util.spec_from_file_location("bench_chigac", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_chigac"] = module
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop("bench_chigac", None)
+BENCH_SCRIPT = "bench_chigac"  # loaded by the ``bench`` fixture (conftest.py)
 
 
 def load(paths):

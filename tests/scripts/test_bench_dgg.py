@@ -8,10 +8,8 @@ longer than these tests may take (it is exercised by the script's smoke run).
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -24,17 +22,7 @@ from graphclust.models.mixture import build_gmvae
 from graphclust.nn.dgg import PI_FLOOR, DGGObjective, MixingPropagation
 from graphclust.nn.likelihood import BernoulliLikelihood, GaussianLikelihood
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "bench_dgg.py"
-
-
-@pytest.fixture(scope="module")
-def bench():
-    spec = importlib.util.spec_from_file_location("bench_dgg", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_dgg"] = module
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop("bench_dgg", None)
+BENCH_SCRIPT = "bench_dgg"  # loaded by the ``bench`` fixture (conftest.py)
 
 
 def tiny_model(likelihood, n_features=5, K=3, M=2, seed=0):

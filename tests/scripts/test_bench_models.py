@@ -2,24 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "bench_models.py"
-
-
-@pytest.fixture(scope="module")
-def bench():
-    spec = importlib.util.spec_from_file_location("bench_models", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_models"] = module
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop("bench_models", None)
+BENCH_SCRIPT = "bench_models"  # loaded by the ``bench`` fixture (conftest.py)
 
 
 def record(path: Path, model: str, graph: bool, seed: int, acc: float, date: str, wall=10.0,
