@@ -220,7 +220,7 @@ def collect_results(out: str | Path, datasets: list[str], models: list[str],
     For each (data set, family, graph variant, seed) the newest file wins, so a rerun replaces
     an interrupted or disturbed one. Families and variants not asked for are left out.
     """
-    newest: dict[tuple[str, str, bool, int], dict] = {}
+    newest: dict[tuple[str, str, bool, int], tuple[str, dict]] = {}  # key -> (date, record)
     for path in sorted(Path(out).glob("models__*.json")):
         rec = json.loads(path.read_text())
         if rec.get("benchmark") != "models" or rec.get("dataset") not in datasets:
@@ -232,14 +232,13 @@ def collect_results(out: str | Path, datasets: list[str], models: list[str],
         if family not in models or with_graph not in variants:
             continue
         key = (rec["dataset"], family, with_graph, int(m["seed"]))
-        if key not in newest or rec["date"] > newest[key]["date"]:
-            newest[key] = {**rec, "_record": {"acc": m["acc"], "nmi": m["nmi"], "ari": m["ari"],
-                                              "wall_s": rec["wall_s"], "seed": m["seed"]}}
+        if key not in newest or rec["date"] > newest[key][0]:
+            newest[key] = (rec["date"], {"acc": m["acc"], "nmi": m["nmi"], "ari": m["ari"],
+                                         "wall_s": rec["wall_s"], "seed": m["seed"]})
     runs: dict[tuple[str, str, bool], list[dict]] = defaultdict(list)
-    order = {(d, f, g): (datasets.index(d), models.index(f), g)
-             for d, f, g, _ in newest}
-    for key in sorted(newest, key=lambda k: (order[k[:3]], k[3])):
-        runs[key[:3]].append(newest[key]["_record"])
+    # data sets and families in the order asked for, plain before graph, seeds ascending
+    for key in sorted(newest, key=lambda k: (datasets.index(k[0]), models.index(k[1]), *k[2:])):
+        runs[key[:3]].append(newest[key][1])
     return runs
 
 
