@@ -37,6 +37,7 @@ __all__ = [
     "pretrain_autoencoder",
     "pretrain_head",
     "run_init",
+    "umap_embed",
 ]
 
 
@@ -131,6 +132,30 @@ class GMMInit:
         )
 
 
+def umap_embed(features: np.ndarray, n_components: int = 10, n_neighbors: int = 20,
+               min_dist: float = 0.0, random_state: int = 0) -> np.ndarray:
+    """UMAP of ``features`` (seeded), the N2D recipe's reduction; needs umap-learn.
+
+    ``n_components`` and ``n_neighbors`` are capped for tiny inputs (``n - 2`` and
+    ``n - 1``). Returns a float32 array of shape (n_samples, n_components).
+    """
+    try:
+        import umap
+    except ImportError as exc:
+        raise GraphclustError(
+            "UMAP needs umap-learn: `pip install umap-learn` (or graphclust[umap]); "
+            "for a DGG start, init='gmm' needs nothing more"
+        ) from exc
+    features = np.asarray(features, dtype=np.float32)
+    n = features.shape[0]
+    reducer = umap.UMAP(
+        n_components=min(int(n_components), n - 2), n_neighbors=min(int(n_neighbors), n - 1),
+        min_dist=float(min_dist), random_state=int(random_state) % 2**31,
+        n_jobs=1,  # a seeded UMAP is single-threaded anyway; saying so silences its warning
+    )
+    return np.asarray(reducer.fit_transform(features), dtype=np.float32)
+
+
 class UMAPGMMInit:
     """UMAP of the latent means + a full-covariance GMM: labels of the N2D recipe.
 
@@ -182,22 +207,10 @@ class UMAPGMMInit:
         if features.shape[0] != latent.shape[0]:
             raise GraphclustError(
                 f"data has {features.shape[0]} rows but the latent means {latent.shape[0]}")
-        try:
-            import umap
-        except ImportError as exc:
-            raise GraphclustError(
-                "init='umap' needs umap-learn: `pip install umap-learn` (or graphclust[umap]), "
-                "or use init='gmm'"
-            ) from exc
         from sklearn.mixture import GaussianMixture
 
-        n_components = min(self.n_components, latent.shape[0] - 2)
-        reducer = umap.UMAP(
-            n_components=n_components, n_neighbors=min(self.n_neighbors, latent.shape[0] - 1),
-            min_dist=self.min_dist, random_state=int(random_state) % 2**31,
-            n_jobs=1,  # a seeded UMAP is single-threaded anyway; saying so silences its warning
-        )
-        emb = reducer.fit_transform(np.asarray(features, dtype=np.float32))
+        emb = umap_embed(features, self.n_components, self.n_neighbors, self.min_dist,
+                         random_state)
         gmm = GaussianMixture(
             n_components=n_clusters, covariance_type=self.covariance_type,
             random_state=int(random_state) % 2**31,

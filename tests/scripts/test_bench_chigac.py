@@ -81,3 +81,46 @@ def test_sizes_and_set_counts_must_pair(bench, tmp_path):
     with pytest.raises(SystemExit, match="k-means is not"):
         bench.main(["blobs", "--tiny", "--methods", "kmeans", "--out", str(tmp_path)])
     assert not list(tmp_path.iterdir())  # refused before anything was trained or written
+
+
+@pytest.mark.shared_data
+def test_b2_umap_reduction_saved_embeddings_and_model_dim_check(bench, tmp_path, shared_data_dir,
+                                                                 monkeypatch):
+    """b2 on a slice of MNIST: Siamese output saved, a (stand-in) UMAP to 2-d, zero-shot P2."""
+    import sys
+    import types
+
+    seen = {}
+
+    class FakeUMAP:  # umap-learn is slow to import and compile; the plumbing is what is tested
+        def __init__(self, **kwargs):
+            seen.update(kwargs)
+
+        def fit_transform(self, Z):
+            seen["rows"] = Z.shape[0]
+            return Z[:, :2] * 3.0
+
+    monkeypatch.setitem(sys.modules, "umap", types.SimpleNamespace(UMAP=FakeUMAP))
+    saved = tmp_path / "siamese.npy"
+    common = ["--data-dir", str(shared_data_dir), "--subsample", "600", "--threads", "1", "-q"]
+    assert bench.main(["b2", *common, "--siamese-epochs", "1", "--save-embeddings", str(saved),
+                       "--umap-dim", "2", "--umap-neighbors", "7", "--protocols", "p2", "--tiny",
+                       "--train-steps", "2", "--n-min", "30", "--n-max", "40",
+                       "--save-model", str(tmp_path / "m"), "--out", str(tmp_path / "r")]) == 0
+    Z = np.load(saved)
+    assert Z.shape == (70_000, 10) and np.isfinite(Z).all()
+    assert np.abs(Z[:600]).sum(1).min() > 0 and not Z[600:60_000].any()  # only the rows used
+    assert seen["n_components"] == 2 and seen["n_neighbors"] == 7 and seen["rows"] == 700
+    results = {(r["dataset"], r["model"]): r for r in load((tmp_path / "r").glob("*.json"))}
+    assert set(results) == {(f"mnist-siamese-umap2-{split}", m)
+                            for split in ("test", "all") for m in ("kmeans", "chigac-p2")}
+    m = results["mnist-siamese-umap2-test", "chigac-p2"]["metrics"]
+    assert m["umap_dim"] == 2 and m["umap_seconds"] > 0 and m["n"] == 100
+    assert 0.0 <= m["acc"] <= 1.0 and m["k_hat"] >= 1
+    # a stored model must fit the reduced dimension; a 2-d model on the 10-d embeddings is refused
+    with pytest.raises(SystemExit, match="clusters 2-d points"):
+        bench.main(["b2", *common, "--embeddings", str(saved), "--protocols", "p2",
+                    "--model", str(tmp_path / "m" / "chigac-mixture-d2.safetensors"),
+                    "--out", str(tmp_path / "r2")])
+    with pytest.raises(SystemExit, match="--umap-dim is a b2 option"):
+        bench.main(["blobs", "--umap-dim", "2", "--out", str(tmp_path / "r3")])
