@@ -136,6 +136,8 @@ class Settings:
     label_epochs : int
         Epochs of fitting the model to the start's labels before the head (DGG's
         ``label_epochs``; 0: none).
+    grad_clip : float or None
+        DGG / VaDE gradient clip, a multiple of the previous epoch's median norm (None: off).
     """
 
     hidden: tuple[int, ...] = (500, 500, 2000)
@@ -152,6 +154,7 @@ class Settings:
     siamese_neighbors: int = 10
     umap_neighbors: int = 20
     label_epochs: int = 0
+    grad_clip: float | None = 5.0
 
     def validate(self) -> None:
         if self.init not in INITS:
@@ -170,6 +173,8 @@ class Settings:
                 f"hidden must be positive widths, e.g. 500,500,2000; got {self.hidden}")
         if not self.lr > 0:
             raise GraphclustError(f"lr must be > 0, got {self.lr}")
+        if self.grad_clip is not None and not self.grad_clip > 1:
+            raise GraphclustError(f"grad_clip must be > 1 or None, got {self.grad_clip}")
 
 
 #: Recommended settings per data set, sized for a 2-core CPU (design note section 9:
@@ -598,7 +603,8 @@ def run_dgg(b: Bench, seed: int) -> SeedRun:
     graph, pre = _graph_for_dgg(b, seed)
     est = DGG(graph=graph, n_neighbors=s.n_neighbors, init=start_init(s), n_epochs=s.epochs,
               batch_size=s.batch_size, lr=s.lr, label_epochs=s.label_epochs,
-              callbacks=[b.epoch_printer("DGG", seed)], **b.mixture_kwargs(seed))
+              grad_clip=s.grad_clip, callbacks=[b.epoch_printer("DGG", seed)],
+              **b.mixture_kwargs(seed))
     run = _mixture_run(b, est, pre)
     run.info["seed"] = seed
     b.dgg_graph = est.graph_
@@ -609,7 +615,8 @@ def run_dgg(b: Bench, seed: int) -> SeedRun:
 def run_vade(b: Bench, seed: int) -> SeedRun:
     s = b.settings
     est = VaDE(init=start_init(s), n_epochs=s.epochs, batch_size=s.batch_size, lr=s.lr,
-               label_epochs=s.label_epochs, callbacks=[b.epoch_printer("VaDE", seed)],
+               label_epochs=s.label_epochs, grad_clip=s.grad_clip,
+               callbacks=[b.epoch_printer("VaDE", seed)],
                **b.mixture_kwargs(seed))
     return _mixture_run(b, est, {})
 
@@ -934,7 +941,15 @@ def resolve_settings(name: str, args: argparse.Namespace) -> Settings:
         "siamese_epochs": args.siamese_epochs, "siamese_neighbors": args.siamese_neighbors,
         "umap_neighbors": args.umap_neighbors, "label_epochs": args.label_epochs,
     }
-    settings = dataclasses.replace(base, **{k: v for k, v in over.items() if v is not None})
+    over = {k: v for k, v in over.items() if v is not None}
+    if args.grad_clip is not None:
+        text = args.grad_clip.strip().lower()
+        try:
+            over["grad_clip"] = None if text == "none" else float(text)
+        except ValueError:
+            raise GraphclustError(
+                f"--grad-clip must be a number > 1 or 'none', got {args.grad_clip!r}") from None
+    settings = dataclasses.replace(base, **over)
     settings.validate()
     return settings
 
@@ -967,6 +982,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="UMAP n_neighbors of the umap / umap-input starts")
     g.add_argument("--label-epochs", type=int, default=None,
                    help="epochs of fitting DGG / VaDE to the start's labels before the head")
+    g.add_argument("--grad-clip", default=None,
+                   help="DGG / VaDE gradient clip: a multiple of the previous epoch's median "
+                        "norm, or 'none' (default 5)")
     g.add_argument("--graph", choices=GRAPH_SPACES, default=None, help="space of DGG's kNN graph")
     g.add_argument("--n-neighbors", type=int, default=None, help="graph neighbours per node")
     g.add_argument("--siamese-epochs", type=int, default=None)

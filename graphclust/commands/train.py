@@ -67,7 +67,8 @@ _REGULARIZABLE = ("gmvae", "kdvae", "kdae", "vcami")
 _RESUMABLE = {"epochs", "device"}
 #: settings added after the first release, with the value a run folder without them implied
 _LATER_DEFAULTS = {"regularize": False, "graph_weight": 0.5, "vimco_samples": 15,
-                   "pair_hidden": "500,100", "pair_epochs": 10, "label_epochs": 0}
+                   "pair_hidden": "500,100", "pair_epochs": 10, "label_epochs": 0,
+                   "grad_clip": None}
 #: models that train data-parallel under torchrun / --distributed
 _DISTRIBUTED = ("dgg", "vade")
 
@@ -128,6 +129,9 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--label-epochs", type=int, default=0,
                    help="dgg/vade: epochs of fitting encoder, decoder and prior to the start's "
                         "labels before the head (default 0; helps --init umap / umap-input)")
+    p.add_argument("--grad-clip", default=None,
+                   help="dgg/vade: clip each step's gradient norm at this multiple of the "
+                        "previous epoch's median norm, or 'none' (default 5)")
     p.add_argument("--posterior", choices=("head", "gmm"), default="head",
                    help="cluster posterior: classifier head (default) or GMM posterior")
     p.add_argument("--latent-dim", type=int, default=10, help="latent dimension (default 10)")
@@ -172,6 +176,20 @@ def _parse_sample(text: str) -> int | None:
     return v
 
 
+def _parse_grad_clip(text: str) -> float | None:
+    if str(text).lower() == "none":
+        return None
+    try:
+        v = float(text)
+    except ValueError:
+        v = 0.0
+    if not v > 1:
+        raise GraphclustError(
+            f"--grad-clip must be a number > 1 (a multiple of the previous epoch's median "
+            f"gradient norm) or 'none', got {text!r}")
+    return v
+
+
 def _settings(args: argparse.Namespace) -> dict[str, Any]:
     keys = ("data", "model", "n_clusters", "graph", "epochs", "pretrain_epochs", "batch_size", "lr",
             "n_neighbors", "neighbor_sample", "graph_space", "pi_update", "init", "posterior",
@@ -213,6 +231,11 @@ def _run(args: argparse.Namespace, ctx: Any) -> int:
     hidden = _parse_hidden(args.hidden)
     pair_hidden = _parse_hidden(args.pair_hidden, "--pair-hidden")
     sample = _parse_sample(args.neighbor_sample)
+    if args.grad_clip is not None and args.model not in ("dgg", "vade"):
+        raise GraphclustError(f"--grad-clip applies to dgg and vade, not {args.model}")
+    if args.model in ("dgg", "vade"):  # saved in the config as a number or null
+        args.grad_clip = _parse_grad_clip("5" if args.grad_clip is None else args.grad_clip)
+    grad_clip = args.grad_clip
     if min(args.epochs, args.pretrain_epochs, args.pair_epochs, args.label_epochs) < 0:
         raise GraphclustError(
             "--epochs, --pretrain-epochs, --pair-epochs and --label-epochs must be >= 0")
@@ -312,10 +335,11 @@ def _run(args: argparse.Namespace, ctx: Any) -> int:
     if args.model == "dgg":
         model = DGG(graph=graph if graph is not None else builder, n_neighbors=args.n_neighbors,
                     neighbor_sample=sample, pi_update=args.pi_update,
-                    posterior=args.posterior, label_epochs=args.label_epochs, **common)
+                    posterior=args.posterior, label_epochs=args.label_epochs,
+                    grad_clip=grad_clip, **common)
     elif args.model == "vade":
         model = VaDE(graph=graph, posterior=args.posterior, label_epochs=args.label_epochs,
-                     **common)
+                     grad_clip=grad_clip, **common)
     elif args.model == "aegmm":
         model = AEGMM(graph=graph, **{k: v for k, v in common.items()
                                       if k not in ("n_epochs", "batch_size", "lr", "callbacks")})

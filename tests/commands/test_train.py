@@ -79,6 +79,7 @@ def test_resume_continues_to_the_uninterrupted_result(tmp_path, capsys):
     b = [json.loads(x)["loss"] for x in (part / "log.jsonl").read_text().splitlines()]
     assert a == b
     assert json.loads((part / "metrics.json").read_text())["stage_times"]["pretrain_ae"]["cached"]
+    assert json.loads((part / "config.json").read_text())["settings"]["grad_clip"] == 5.0
     # other settings cannot be resumed into the same folder
     assert main(["train", str(path), "-o", str(part), "--epochs", "3", "--resume", "--lr", "0.1",
                  *TINY]) == 2
@@ -158,7 +159,10 @@ def test_regularize_builds_a_graph_and_bad_flags(tmp_path, capsys):
     for flags, message in [(["--model", "vade", "--regularize"], "--regularize applies"),
                            (["--model", "kdvae", "--graph-weight", "1"], "--graph-weight"),
                            (["--model", "gmvae", "--vimco-samples", "1"], "--vimco-samples"),
-                           (["--model", "kdvae", "--pair-hidden", "a,b"], "--pair-hidden")]:
+                           (["--model", "kdvae", "--pair-hidden", "a,b"], "--pair-hidden"),
+                           (["--model", "kdvae", "--grad-clip", "5"], "--grad-clip applies"),
+                           (["--model", "dgg", "--grad-clip", "1"], "--grad-clip must be"),
+                           (["--model", "vade", "--grad-clip", "x"], "--grad-clip must be")]:
         assert main(["train", str(path), "-o", str(tmp_path / "bad"), *flags, *TINY]) == 2
         assert message in capsys.readouterr().err
         assert not (tmp_path / "bad").exists()

@@ -12,7 +12,7 @@ from graphclust.models.pipeline import (
     stage_seeds,
 )
 from graphclust.models.pretrain import GMMInit
-from graphclust.models.training import TrainConfig
+from graphclust.models.training import TrainConfig, _GradClip
 from graphclust.nn.likelihood import GaussianLikelihood
 from graphclust.utils import GraphclustError
 
@@ -29,14 +29,14 @@ class Stop(Exception):
 
 
 def fit(X, y, run_dir=None, resume=False, n_epochs=4, callbacks=(), graph="build", seed=7,
-        pi_update="epoch", sample=1):
+        pi_update="epoch", sample=1, grad_clip=5.0):
     return fit_gmvae(
         X, n_clusters=3, likelihood=GaussianLikelihood(), latent_dim=2, hidden=(8,),
         posterior="head", init=GMMInit(n_init=1),
         graph=KNNGraphBuilder(k=4) if graph == "build" else graph,
         pretrain=PretrainConfig(epochs=5, batch_size=16),
         train=TrainConfig(n_epochs=n_epochs, batch_size=16, neighbor_sample=sample,
-                          pi_update=pi_update),
+                          pi_update=pi_update, grad_clip=grad_clip),
         seed=seed, device=torch.device("cpu"), y=y, run_dir=run_dir, resume=resume,
         callbacks=callbacks,
     )
@@ -116,3 +116,50 @@ def test_vade_mode_and_batch_pi_updates():
     assert dgg.history[-1]["acc"] == 1.0
     with pytest.raises(GraphclustError, match="pi_update"):
         fit(X, y, pi_update="never")
+
+
+def test_grad_clip_by_hand():
+    """The limit is factor x the previous epoch's median norm; the first epoch only measures."""
+    w = torch.nn.Parameter(torch.zeros(2))
+    clip = _GradClip([w], factor=2.0)
+    clip.start_epoch([])  # first epoch: no median yet
+    w.grad = torch.tensor([3.0, 4.0])
+    clip()
+    assert torch.equal(w.grad, torch.tensor([3.0, 4.0]))
+    assert clip.summary() == {"grad_norm_median": 5.0, "grad_norm_max": 5.0, "clipped": 0.0}
+    clip.start_epoch([{"grad_norm_median": 2.0}])  # limit 4
+    w.grad = torch.tensor([3.0, 4.0])
+    clip()
+    torch.testing.assert_close(w.grad, torch.tensor([2.4, 3.2]))  # scaled to norm 4
+    w.grad = torch.tensor([0.0, 1.0])
+    clip()
+    torch.testing.assert_close(w.grad, torch.tensor([0.0, 1.0]))
+    assert clip.summary() == {"grad_norm_median": 3.0, "grad_norm_max": 5.0, "clipped": 0.5}
+    off = _GradClip([w], factor=None)
+    off.start_epoch([{"grad_norm_median": 2.0}])
+    w.grad = torch.tensor([30.0, 40.0])
+    off()
+    assert torch.equal(w.grad, torch.tensor([30.0, 40.0]))
+
+
+def test_tight_grad_clip_cuts_steps_and_resumes_exactly(tmp_path):
+    """A clip just above the median cuts about half the steps; a resumed run clips alike."""
+    X, y = blobs()
+    full = fit(X, y, grad_clip=1.01)
+    first, later = full.history[0], full.history[1:]
+    assert first["clipped"] == 0.0
+    assert all(0.2 < r["clipped"] < 0.8 for r in later)
+    assert all(r["grad_norm_max"] >= r["grad_norm_median"] > 0 for r in full.history)
+    assert fit(X, y, grad_clip=None).history[1]["loss"] != later[0]["loss"]
+
+    def stop_after_2(record, history):
+        if record["epoch"] == 2:
+            raise Stop
+
+    run = tmp_path / "run"
+    run.mkdir()
+    with pytest.raises(Stop):
+        fit(X, y, run, callbacks=[stop_after_2], grad_clip=1.01)
+    same(fit(X, y, run, resume=True, grad_clip=1.01), full)
+    with pytest.raises(GraphclustError, match="grad_clip must be > 1"):
+        fit(X, y, grad_clip=1.0)
