@@ -427,6 +427,39 @@ def test_fit_on_labelled_data_and_fit_predict():
     assert len(est.history_) == 2 and est.n_features_in_ == 2
 
 
+def test_warm_start_trains_on_from_a_loaded_model(tmp_path):
+    """A loaded model fine-tuned on labelled data starts from its weights, not a new init."""
+    small = {"n_neighbors": 4, "dim": 8, "heads": 2, "n_layers": 1, "n_tokens": 1,
+             "latent_dim": 4, "hidden": 8, "n_z_samples": 1, "n_anchor_samples": 1,
+             "anchor_grad": "none", "eai_steps": 0, "batch_size": 2, "n_range": (20, 40),
+             "device": "cpu"}
+    base = CHiGac(n_steps=2, random_state=0, **small).fit()
+    path = base.save(tmp_path / "base.safetensors")
+    rng = np.random.default_rng(5)
+    X, y = make_blobs(rng, 3, [40, 40, 40])
+
+    def weights(est):
+        return torch.cat([v.flatten().float() for v in est.model_.state_dict().values()])
+
+    # lr ~ 0: one step leaves the weights where they started (the loaded ones, not a new init)
+    warm = CHiGac.load(path, device="cpu").set_params(warm_start=True, n_steps=1, lr=1e-12,
+                                                      random_state=1)
+    warm.fit(X, y)
+    torch.testing.assert_close(weights(warm), weights(base), atol=1e-6, rtol=0)
+    cold = CHiGac(n_steps=1, lr=1e-12, random_state=1, **small).fit(X, y)
+    assert not torch.allclose(weights(cold), weights(base), atol=1e-3)
+    assert len(warm.history_) == 1 and warm.labels_.shape == (120,)
+    # without a held model warm_start changes nothing: the same as a cold fit
+    fresh = CHiGac(n_steps=1, lr=1e-12, random_state=1, warm_start=True, **small).fit(X, y)
+    torch.testing.assert_close(weights(fresh), weights(cold), atol=0, rtol=0)
+    # other settings or another input dimension cannot warm-start
+    with pytest.raises(GraphclustError, match="warm_start needs the held model's settings.*in_dim"):
+        CHiGac.load(path, device="cpu").set_params(warm_start=True, n_steps=1).fit(
+            np.c_[X, X[:, :1]], y)
+    with pytest.raises(GraphclustError, match="hidden: 8 -> 16"):
+        CHiGac.load(path, device="cpu").set_params(warm_start=True, n_steps=1, hidden=16).fit(X, y)
+
+
 def test_training_resumes_exactly(tmp_path):
     def run(n_steps, folder, resume=False):
         return CHiGac(n_neighbors=4, dim=8, heads=2, n_layers=1, n_tokens=1, latent_dim=4,

@@ -118,9 +118,19 @@ def test_b2_umap_reduction_saved_embeddings_and_model_dim_check(bench, tmp_path,
     assert m["umap_dim"] == 2 and m["umap_seconds"] > 0 and m["n"] == 100
     assert 0.0 <= m["acc"] <= 1.0 and m["k_hat"] >= 1
     # a stored model must fit the reduced dimension; a 2-d model on the 10-d embeddings is refused
+    model = tmp_path / "m" / "chigac-mixture-d2.safetensors"
     with pytest.raises(SystemExit, match="clusters 2-d points"):
         bench.main(["b2", *common, "--embeddings", str(saved), "--protocols", "p2",
-                    "--model", str(tmp_path / "m" / "chigac-mixture-d2.safetensors"),
+                    "--model", str(model),
                     "--out", str(tmp_path / "r2")])
+    # P1 as a fine-tune of the stored 2-d model on labelled episodes of the reduced embeddings
+    assert bench.main(["b2", *common, "--embeddings", str(saved), "--umap-dim", "2",
+                       "--protocols", "p1", "--fine-tune-steps", "1", "--n-min", "30",
+                       "--n-max", "40", "--model", str(model), "--out", str(tmp_path / "r4")]) == 0
+    tuned = {(r["dataset"], r["model"]): r for r in load((tmp_path / "r4").glob("*.json"))}
+    m = tuned["mnist-siamese-umap2-test", "chigac-p1"]["metrics"]
+    assert m["fine_tune_steps"] == 1 and m["train_seconds"] > 0 and m["model_file"] == str(model)
+    with pytest.raises(SystemExit, match="--fine-tune-steps trains a --model"):
+        bench.main(["b2", *common, "--fine-tune-steps", "3", "--out", str(tmp_path / "r5")])
     with pytest.raises(SystemExit, match="--umap-dim is a b2 option"):
         bench.main(["blobs", "--umap-dim", "2", "--out", str(tmp_path / "r3")])
