@@ -380,8 +380,8 @@ _COMMON_DOC = """
         Clip each training step's gradient norm at this multiple of the previous epoch's
         median norm (:class:`graphclust.models.training.TrainConfig`); ``None`` never clips.
         On 20 Newsgroups with a 20-d latent an unclipped run diverged in epoch 22 (norms
-        from ~22 to 4,895) and collapsed to chance-level clusters; clipped at 5x, 4 of 740
-        steps were cut and it trained on unchanged.
+        from ~22 to 4,895) and collapsed to chance-level clusters; at the default 10x, the
+        first 21 epochs were untouched, 3 steps of epoch 22 were cut, and it trained on.
     pretrain_epochs, pretrain_batch_size, pretrain_lr, ae_noise :
         Denoising autoencoder pretraining (masking noise rate ``ae_noise``).
     label_epochs : int
@@ -458,7 +458,7 @@ class DGG(_MixtureClusterer):
         weight_decay: float = 1e-4,
         lr_step: int = 10,
         lr_gamma: float = 0.9,
-        grad_clip: float | None = 5.0,
+        grad_clip: float | None = 10.0,
         pretrain_epochs: int = 20,
         pretrain_batch_size: int = 256,
         pretrain_lr: float = 1e-3,
@@ -560,7 +560,7 @@ class VaDE(_MixtureClusterer):
         weight_decay: float = 1e-4,
         lr_step: int = 10,
         lr_gamma: float = 0.9,
-        grad_clip: float | None = 5.0,
+        grad_clip: float | None = 10.0,
         pretrain_epochs: int = 20,
         pretrain_batch_size: int = 256,
         pretrain_lr: float = 1e-3,

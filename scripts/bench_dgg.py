@@ -154,7 +154,7 @@ class Settings:
     siamese_neighbors: int = 10
     umap_neighbors: int = 20
     label_epochs: int = 0
-    grad_clip: float | None = 5.0
+    grad_clip: float | None = 10.0
 
     def validate(self) -> None:
         if self.init not in INITS:
@@ -984,7 +984,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="epochs of fitting DGG / VaDE to the start's labels before the head")
     g.add_argument("--grad-clip", default=None,
                    help="DGG / VaDE gradient clip: a multiple of the previous epoch's median "
-                        "norm, or 'none' (default 5)")
+                        "norm, or 'none' (default 10)")
     g.add_argument("--graph", choices=GRAPH_SPACES, default=None, help="space of DGG's kNN graph")
     g.add_argument("--n-neighbors", type=int, default=None, help="graph neighbours per node")
     g.add_argument("--siamese-epochs", type=int, default=None)

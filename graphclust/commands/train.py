@@ -131,7 +131,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                         "labels before the head (default 0; helps --init umap / umap-input)")
     p.add_argument("--grad-clip", default=None,
                    help="dgg/vade: clip each step's gradient norm at this multiple of the "
-                        "previous epoch's median norm, or 'none' (default 5)")
+                        "previous epoch's median norm, or 'none' (default 10)")
     p.add_argument("--posterior", choices=("head", "gmm"), default="head",
                    help="cluster posterior: classifier head (default) or GMM posterior")
     p.add_argument("--latent-dim", type=int, default=10, help="latent dimension (default 10)")
@@ -234,7 +234,7 @@ def _run(args: argparse.Namespace, ctx: Any) -> int:
     if args.grad_clip is not None and args.model not in ("dgg", "vade"):
         raise GraphclustError(f"--grad-clip applies to dgg and vade, not {args.model}")
     if args.model in ("dgg", "vade"):  # saved in the config as a number or null
-        args.grad_clip = _parse_grad_clip("5" if args.grad_clip is None else args.grad_clip)
+        args.grad_clip = _parse_grad_clip("10" if args.grad_clip is None else args.grad_clip)
     grad_clip = args.grad_clip
     if min(args.epochs, args.pretrain_epochs, args.pair_epochs, args.label_epochs) < 0:
         raise GraphclustError(

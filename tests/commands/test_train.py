@@ -79,7 +79,7 @@ def test_resume_continues_to_the_uninterrupted_result(tmp_path, capsys):
     b = [json.loads(x)["loss"] for x in (part / "log.jsonl").read_text().splitlines()]
     assert a == b
     assert json.loads((part / "metrics.json").read_text())["stage_times"]["pretrain_ae"]["cached"]
-    assert json.loads((part / "config.json").read_text())["settings"]["grad_clip"] == 5.0
+    assert json.loads((part / "config.json").read_text())["settings"]["grad_clip"] == 10.0
     # other settings cannot be resumed into the same folder
     assert main(["train", str(path), "-o", str(part), "--epochs", "3", "--resume", "--lr", "0.1",
                  *TINY]) == 2
