@@ -50,9 +50,8 @@ def same(a, b):
         assert k == k2 and torch.equal(v, v2), k
 
 
-def test_resume_after_interruption_equals_uninterrupted_run(tmp_path):
-    X, y = blobs()
-    full = fit(X, y)
+def interrupted_after_2(X, y, tmp_path, **kw):
+    """A run folder whose training was stopped by a callback after epoch 2."""
 
     def stop_after_2(record, history):
         if record["epoch"] == 2:
@@ -61,7 +60,14 @@ def test_resume_after_interruption_equals_uninterrupted_run(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
     with pytest.raises(Stop):
-        fit(X, y, run, callbacks=[stop_after_2])
+        fit(X, y, run, callbacks=[stop_after_2], **kw)
+    return run
+
+
+def test_resume_after_interruption_equals_uninterrupted_run(tmp_path):
+    X, y = blobs()
+    full = fit(X, y)
+    run = interrupted_after_2(X, y, tmp_path)
     assert load_state(run / "checkpoint.pt")["epoch"] == 2
     resumed = fit(X, y, run, resume=True)
     same(resumed, full)
@@ -151,15 +157,7 @@ def test_tight_grad_clip_cuts_steps_and_resumes_exactly(tmp_path):
     assert all(0.2 < r["clipped"] < 0.8 for r in later)
     assert all(r["grad_norm_max"] >= r["grad_norm_median"] > 0 for r in full.history)
     assert fit(X, y, grad_clip=None).history[1]["loss"] != later[0]["loss"]
-
-    def stop_after_2(record, history):
-        if record["epoch"] == 2:
-            raise Stop
-
-    run = tmp_path / "run"
-    run.mkdir()
-    with pytest.raises(Stop):
-        fit(X, y, run, callbacks=[stop_after_2], grad_clip=1.01)
+    run = interrupted_after_2(X, y, tmp_path, grad_clip=1.01)
     same(fit(X, y, run, resume=True, grad_clip=1.01), full)
     with pytest.raises(GraphclustError, match="grad_clip must be > 1"):
         fit(X, y, grad_clip=1.0)
