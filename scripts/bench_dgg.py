@@ -416,7 +416,9 @@ def _history_curve(history: list[dict], start_s: float, start_scores: dict | Non
     for rec in history:
         elapsed += float(rec["time_s"])
         point = {"epoch": int(rec["epoch"]), "elapsed_s": elapsed}
-        point.update({k: float(rec[k]) for k in ("acc", "nmi", "ari") if k in rec})
+        point.update({k: float(rec[k]) for k in ("acc", "nmi", "ari", "loss", "clipped",
+                                                 "grad_norm_median", "grad_norm_max")
+                      if k in rec})
         curve.append(point)
     return curve
 
