@@ -145,6 +145,9 @@ def _add_cluster_parser(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--max-clusters", type=int, default=100, help="cap on K (default 100)")
     c.add_argument("--min-cluster-size", type=int, default=1,
                    help="merge smaller clusters into the nearest one (default 1: off)")
+    c.add_argument("--refine-steps", type=int, default=8,
+                   help="posterior refinement passes of the membership decision per cluster "
+                        "(default 8; 0: the prior mean only)")
     c.add_argument("--data-dir", default=None, help="folder with benchmark files")
     c.add_argument("--download", action="store_true", help="download a named data set when missing")
     c.add_argument("--max-samples", type=int, default=None, help="use only the first N rows")
@@ -310,7 +313,8 @@ def run(args: argparse.Namespace) -> int:
             val = episodes
         batch = val.sample(args.val_sets, rng).to(next(est.model_.parameters()).device)
         t0 = time.perf_counter()
-        res = infer_clusters(est.model_, batch, est.max_clusters, est.min_cluster_size)
+        res = infer_clusters(est.model_, batch, est.max_clusters, est.min_cluster_size,
+                             refine_steps=est.refine_steps)
         infer_s = time.perf_counter() - t0
         with torch.no_grad():
             val_scores = episode_scores(batch.y.cpu().numpy(), res.labels,
@@ -357,13 +361,14 @@ def run_cluster(args: argparse.Namespace) -> int:
     out = Path(args.output)
     if out.exists() and not args.force:
         prepare_output(out, force=False, is_dir=True)  # raises: exists already
-    for name in ("max_clusters", "min_cluster_size"):
-        if getattr(args, name) < 1:
-            raise GraphclustError(f"--{name.replace('_', '-')} must be >= 1")
+    for name, low in (("max_clusters", 1), ("min_cluster_size", 1), ("refine_steps", 0)):
+        if getattr(args, name) < low:
+            raise GraphclustError(f"--{name.replace('_', '-')} must be >= {low}")
     model_file = _model_path(args.model)
     est = CHiGac.load(model_file, device=args.device)
     est.max_clusters = args.max_clusters
     est.min_cluster_size = args.min_cluster_size
+    est.refine_steps = args.refine_steps
     est.knn_method = args.knn_method
     if args.n_neighbors is not None:
         est.n_neighbors = args.n_neighbors
@@ -424,6 +429,7 @@ def run_cluster(args: argparse.Namespace) -> int:
             "n_steps": int(result.n_steps),
             "max_clusters": args.max_clusters,
             "min_cluster_size": args.min_cluster_size,
+            "refine_steps": args.refine_steps,
             "stage_seconds": {"load": load_s, "graph": graph_s, "cluster": cluster_s},
             "seconds_per_1k": cluster_s / max(X.shape[0], 1) * 1000,
         }
@@ -439,6 +445,7 @@ def run_cluster(args: argparse.Namespace) -> int:
             "settings": {"n_neighbors": est.n_neighbors, "knn_method": args.knn_method,
                          "max_clusters": args.max_clusters,
                          "min_cluster_size": args.min_cluster_size,
+                         "refine_steps": args.refine_steps,
                          "max_samples": args.max_samples, "device": args.device,
                          "graph": args.graph},
             "n_clusters": k_hat,

@@ -672,17 +672,32 @@ class ChigacModel(nn.Module):
         return self.head_out(hid).squeeze(-1)
 
     def join_logits(self, e_s: Tensor, x_s: Tensor, sub: StepGraph, anchor: Tensor,
-                    G: Tensor) -> Tensor:
-        """Test-time membership logits with ``z = mu_p``, shape (n,).
+                    G: Tensor, refine_steps: int = 0) -> Tensor:
+        """Test-time membership logits, shape (n,).
 
         ``anchor`` (B,) holds local anchor indices (``-1``: graph without unassigned nodes).
+        The first pass uses ``z = mu_p``, the prior mean given the anchor. Each of up to
+        ``refine_steps`` further passes sets ``z`` to the posterior mean ``mu_q`` given the
+        members and non-members that the previous pass found, which is how the membership head
+        sees ``z`` in training (drawn from ``q`` given the true members); the passes stop
+        early once the memberships no longer change.
         """
         select = torch.zeros(e_s.shape[0], device=e_s.device, dtype=e_s.dtype)
         ok = anchor >= 0
         select[anchor[ok]] = 1.0
         feat = self.step_features(sub, e_s, x_s, select, G)
         mu_p, _ = self.z_prior_params(feat, G)
-        return self.membership_logits(feat, mu_p.unsqueeze(0), G)[0]
+        logits = self.membership_logits(feat, mu_p.unsqueeze(0), G)[0]
+        nonanchor = select == 0
+        for _ in range(refine_steps):
+            members = (logits > 0) & nonanchor
+            mu_q, _ = self.z_posterior_params(feat, members, nonanchor & ~members, G)
+            new = self.membership_logits(feat, mu_q.unsqueeze(0), G)[0]
+            stable = torch.equal(new > 0, logits > 0)
+            logits = new
+            if stable:
+                break
+        return logits
 
     def summarize_cluster(self, e_c: Tensor, batch_c: Tensor, num_graphs: int) -> tuple[Tensor, Tensor]:
         """``(g(m^k), W_A m^k)`` of the clusters just formed, each (B, d)."""
@@ -881,16 +896,19 @@ class ChigacModel(nn.Module):
 
 
 # =========================================================================== inference
-def _check_inference_args(max_clusters: int, min_cluster_size: int) -> None:
-    for name, v in (("max_clusters", max_clusters), ("min_cluster_size", min_cluster_size)):
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-            raise GraphclustError(f"{name} must be an integer >= 1, got {v!r}")
+def _check_inference_args(max_clusters: int, min_cluster_size: int, refine_steps: int = 0) -> None:
+    for name, v, low in (("max_clusters", max_clusters, 1),
+                         ("min_cluster_size", min_cluster_size, 1),
+                         ("refine_steps", refine_steps, 0)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < low:
+            raise GraphclustError(f"{name} must be an integer >= {low}, got {v!r}")
 
 
 @torch.no_grad()
 def infer_clusters(model: ChigacModel, data, max_clusters: int = 100, min_cluster_size: int = 1,
                    sample_anchors: bool = False,
-                   generator: torch.Generator | None = None) -> Clustering:
+                   generator: torch.Generator | None = None,
+                   refine_steps: int = 0) -> Clustering:
     """Cluster every graph of ``data`` with a trained model (design note section 5).
 
     The loop runs while any node is unassigned and fewer than ``max_clusters`` steps were
@@ -914,22 +932,26 @@ def infer_clusters(model: ChigacModel, data, max_clusters: int = 100, min_cluste
         Sample anchors from ``p(I^k)`` instead of the argmax (needs ``generator`` for
         reproducibility).
     generator : torch.Generator, optional
+    refine_steps : int
+        Passes of the membership head with ``z`` at the posterior mean given the previous
+        pass's members (:meth:`ChigacModel.join_logits`); 0 keeps ``z = mu_p``.
 
     Returns
     -------
     Clustering
     """
-    _check_inference_args(max_clusters, min_cluster_size)
+    _check_inference_args(max_clusters, min_cluster_size, refine_steps)
     was = model.training
     model.eval()
     try:
         return _infer(model, data, int(max_clusters), int(min_cluster_size), sample_anchors,
-                      generator)
+                      generator, int(refine_steps))
     finally:
         model.train(was)
 
 
-def _infer(model, data, max_clusters, min_cluster_size, sample_anchors, generator) -> Clustering:
+def _infer(model, data, max_clusters, min_cluster_size, sample_anchors, generator,
+           refine_steps=0) -> Clustering:
     batch, B = _batch_of(data)
     N = data.num_nodes
     dev = data.x.device
@@ -957,7 +979,7 @@ def _infer(model, data, max_clusters, min_cluster_size, sample_anchors, generato
             scores = scores - torch.log(-torch.log(u.clamp(1e-10, 1 - 1e-10)))
         anchor = group_argmax(scores, sub.batch, B)  # (B,), -1 for finished graphs
         active = anchor >= 0
-        logits = model.join_logits(e_s, x_s, sub, anchor, G)
+        logits = model.join_logits(e_s, x_s, sub, anchor, G, refine_steps)
         p = torch.sigmoid(logits)
         is_anchor = torch.zeros_like(p, dtype=torch.bool)
         is_anchor[anchor[active]] = True
