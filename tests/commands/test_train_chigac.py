@@ -113,6 +113,7 @@ def test_cluster_writes_the_run_folder_contract(tmp_path, run_dir):
     assert labels.shape == (60,) and labels.dtype == np.int64
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["n_clusters"] == len(np.unique(labels)) and metrics["k_true"] == 3
+    assert metrics["refine_steps"] == 8  # the default
     assert set(metrics["scores"]) == {"acc", "nmi", "ari"}
     assert np.load(out / "membership.npy").shape == (60,)
     report = load_inspection_input(out)  # `graphclust inspect` can read it
@@ -137,6 +138,9 @@ def test_cluster_errors_leave_nothing_behind(tmp_path, run_dir, capsys):
     assert main(["cluster-chigac", str(path), "--model", str(run_dir), "-o", str(out), "-q",
                  "--max-clusters", "0"]) == 2
     assert "--max-clusters" in capsys.readouterr().err
+    assert main(["cluster-chigac", str(path), "--model", str(run_dir), "-o", str(out), "-q",
+                 "--refine-steps", "-1"]) == 2
+    assert "--refine-steps must be >= 0" in capsys.readouterr().err
     wide = tmp_path / "wide.npz"
     np.savez(wide, X=np.zeros((30, 3), dtype=np.float32))
     assert main(["cluster-chigac", str(wide), "--model", str(run_dir), "-o", str(out),
