@@ -380,7 +380,7 @@ def run_b2(args) -> list[Path]:
     else:
         emb = SiameseEmbedder(n_epochs=args.siamese_epochs, random_state=args.seed,
                               device=args.device, verbose=not args.quiet)
-        Z = np.empty((70_000, 10), dtype=np.float32)
+        Z = np.zeros((70_000, 10), dtype=np.float32)  # rows left out by --subsample stay 0
         Z[all_idx] = emb.fit_transform(X[all_idx])
         siamese_s = time.perf_counter() - t0
         if args.save_embeddings:

@@ -32,7 +32,7 @@ def test_summarise_k_errors_by_hand(bench):
 
 def test_blobs_and_b1_write_one_file_per_method(bench, tmp_path):
     common = ["--tiny", "--train-steps", "2", "--n-min", "30", "--n-max", "40", "-q",
-              "--out", str(tmp_path), "--threads", "1"]
+              "--out", str(tmp_path), "--threads", "1", "--refine-steps", "0"]  # the raw loop
     saved = tmp_path / "models"
     assert bench.main(["blobs", "--sizes", "60", "--n-sets", "3", "--save-model", str(saved),
                        *common]) == 0
@@ -42,7 +42,8 @@ def test_blobs_and_b1_write_one_file_per_method(bench, tmp_path):
                        "--min-cluster-size", "5", "--model", str(saved / "chigac-d2.safetensors"),
                        "--out", str(tmp_path / "merged"), "-q"]) == 0
     (merged,) = load((tmp_path / "merged").glob("*.json"))
-    assert merged["model"] == "chigac-min5" and merged["metrics"]["min_cluster_size"] == 5
+    assert merged["model"] == "chigac-min5-refine8"  # the default refinement, named
+    assert merged["metrics"]["min_cluster_size"] == 5 and merged["metrics"]["refine_steps"] == 8
     results = load(sorted(tmp_path.glob("*.json")))
     by = {(r["benchmark"], r["model"]): r for r in results}
     assert set(by) == {("chigac-s1", "chigac"), ("chigac-s1", "dpgmm"),
