@@ -531,6 +531,8 @@ def main(argv: list[str] | None = None) -> int:
     args.blob_separation = args.blob_separation or separation
     if args.sizes is not None and len(args.n_sets) != len(args.sizes):
         raise SystemExit("--n-sets needs one count per --sizes entry")
+    if args.refine_steps < 0 or args.fine_tune_steps < 0:
+        raise SystemExit("--refine-steps and --fine-tune-steps must be >= 0")
     if args.fine_tune_steps and (args.bench != "b2" or not args.model):
         raise SystemExit("--fine-tune-steps trains a --model on b2's episodes; give both")
     if args.umap_dim is not None and (args.bench != "b2" or args.umap_dim < 2):

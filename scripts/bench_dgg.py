@@ -84,6 +84,7 @@ from graphclust.metrics import neighbor_purity, score_clustering
 from graphclust.models.batching import NeighborBatches
 from graphclust.models.mixture import GMVAE, build_gmvae
 from graphclust.models.pretrain import UMAPGMMInit
+from graphclust.models.training import parse_grad_clip
 from graphclust.nn.dgg import PI_FLOOR, DGGObjective, MixingPropagation
 from graphclust.nn.likelihood import get_likelihood
 from graphclust.utils import GraphclustError, atomic_path, resolve_device
@@ -945,12 +946,7 @@ def resolve_settings(name: str, args: argparse.Namespace) -> Settings:
     }
     over = {k: v for k, v in over.items() if v is not None}
     if args.grad_clip is not None:
-        text = args.grad_clip.strip().lower()
-        try:
-            over["grad_clip"] = None if text == "none" else float(text)
-        except ValueError:
-            raise GraphclustError(
-                f"--grad-clip must be a number > 1 or 'none', got {args.grad_clip!r}") from None
+        over["grad_clip"] = parse_grad_clip(args.grad_clip)
     settings = dataclasses.replace(base, **over)
     settings.validate()
     return settings

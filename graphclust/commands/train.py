@@ -176,20 +176,6 @@ def _parse_sample(text: str) -> int | None:
     return v
 
 
-def _parse_grad_clip(text: str) -> float | None:
-    if str(text).lower() == "none":
-        return None
-    try:
-        v = float(text)
-    except ValueError:
-        v = 0.0
-    if not v > 1:
-        raise GraphclustError(
-            f"--grad-clip must be a number > 1 (a multiple of the previous epoch's median "
-            f"gradient norm) or 'none', got {text!r}")
-    return v
-
-
 def _settings(args: argparse.Namespace) -> dict[str, Any]:
     keys = ("data", "model", "n_clusters", "graph", "epochs", "pretrain_epochs", "batch_size", "lr",
             "n_neighbors", "neighbor_sample", "graph_space", "pi_update", "init", "posterior",
@@ -225,6 +211,7 @@ def _run(args: argparse.Namespace, ctx: Any) -> int:
     from graphclust.graph.graph import KNNGraph
     from graphclust.models.pipeline import KNNGraphBuilder
     from graphclust.models.regularizer import GraphRegularizer
+    from graphclust.models.training import TrainConfig, parse_grad_clip
 
     t_start = time.perf_counter()
     out = Path(args.output)
@@ -234,8 +221,8 @@ def _run(args: argparse.Namespace, ctx: Any) -> int:
     if args.grad_clip is not None and args.model not in ("dgg", "vade"):
         raise GraphclustError(f"--grad-clip applies to dgg and vade, not {args.model}")
     if args.model in ("dgg", "vade"):  # saved in the config as a number or null
-        args.grad_clip = _parse_grad_clip("10" if args.grad_clip is None else args.grad_clip)
-    grad_clip = args.grad_clip
+        args.grad_clip = (TrainConfig.grad_clip if args.grad_clip is None
+                          else parse_grad_clip(args.grad_clip))
     if min(args.epochs, args.pretrain_epochs, args.pair_epochs, args.label_epochs) < 0:
         raise GraphclustError(
             "--epochs, --pretrain-epochs, --pair-epochs and --label-epochs must be >= 0")
@@ -336,10 +323,10 @@ def _run(args: argparse.Namespace, ctx: Any) -> int:
         model = DGG(graph=graph if graph is not None else builder, n_neighbors=args.n_neighbors,
                     neighbor_sample=sample, pi_update=args.pi_update,
                     posterior=args.posterior, label_epochs=args.label_epochs,
-                    grad_clip=grad_clip, **common)
+                    grad_clip=args.grad_clip, **common)
     elif args.model == "vade":
         model = VaDE(graph=graph, posterior=args.posterior, label_epochs=args.label_epochs,
-                     grad_clip=grad_clip, **common)
+                     grad_clip=args.grad_clip, **common)
     elif args.model == "aegmm":
         model = AEGMM(graph=graph, **{k: v for k, v in common.items()
                                       if k not in ("n_epochs", "batch_size", "lr", "callbacks")})

@@ -52,7 +52,8 @@ from graphclust.models.mixture import GMVAE
 from graphclust.nn.dgg import PI_FLOOR, DGGObjective, MixingPropagation, mixing_matrix
 from graphclust.utils import GraphclustError, SubnormalGuard
 
-__all__ = ["EpochCallback", "TrainConfig", "TrainResult", "predict_gamma", "train_dgg"]
+__all__ = ["EpochCallback", "TrainConfig", "TrainResult", "parse_grad_clip", "predict_gamma",
+           "train_dgg"]
 
 #: ``callback(record, history)`` after each epoch's checkpoint; raising stops training
 #: (the checkpoint of that epoch is complete, so a resumed run continues from it).
@@ -137,6 +138,21 @@ class TrainConfig:
         d.pop("n_epochs")
         d.pop("eval_batch_size")
         return d
+
+
+def parse_grad_clip(text: str, option: str = "--grad-clip") -> float | None:
+    """A command line's gradient clip: a number > 1, or ``'none'`` (no clipping)."""
+    if str(text).strip().lower() == "none":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 1:
+        raise GraphclustError(
+            f"{option} must be a number > 1 (a multiple of the previous epoch's median "
+            f"gradient norm) or 'none', got {text!r}")
+    return value
 
 
 class TrainResult(NamedTuple):

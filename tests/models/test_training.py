@@ -12,7 +12,7 @@ from graphclust.models.pipeline import (
     stage_seeds,
 )
 from graphclust.models.pretrain import GMMInit
-from graphclust.models.training import TrainConfig, _GradClip
+from graphclust.models.training import TrainConfig, _GradClip, parse_grad_clip
 from graphclust.nn.likelihood import GaussianLikelihood
 from graphclust.utils import GraphclustError
 
@@ -29,7 +29,7 @@ class Stop(Exception):
 
 
 def fit(X, y, run_dir=None, resume=False, n_epochs=4, callbacks=(), graph="build", seed=7,
-        pi_update="epoch", sample=1, grad_clip=5.0):
+        pi_update="epoch", sample=1, grad_clip=TrainConfig.grad_clip):
     return fit_gmvae(
         X, n_clusters=3, likelihood=GaussianLikelihood(), latent_dim=2, hidden=(8,),
         posterior="head", init=GMMInit(n_init=1),
@@ -161,3 +161,11 @@ def test_tight_grad_clip_cuts_steps_and_resumes_exactly(tmp_path):
     same(fit(X, y, run, resume=True, grad_clip=1.01), full)
     with pytest.raises(GraphclustError, match="grad_clip must be > 1"):
         fit(X, y, grad_clip=1.0)
+
+
+def test_parse_grad_clip():
+    assert parse_grad_clip("none") is None and parse_grad_clip(" None ") is None
+    assert parse_grad_clip("7.5") == 7.5
+    for bad in ("1", "0.5", "x", ""):
+        with pytest.raises(GraphclustError, match="--grad-clip must be a number > 1"):
+            parse_grad_clip(bad)

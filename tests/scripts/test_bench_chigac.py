@@ -79,6 +79,8 @@ def test_sizes_and_set_counts_must_pair(bench, tmp_path):
     with pytest.raises(SystemExit, match="one count per --sizes"):
         bench.main(["blobs", "--tiny", "--sizes", "50", "60", "--n-sets", "3",
                     "--out", str(tmp_path)])
+    with pytest.raises(SystemExit, match="--refine-steps and --fine-tune-steps must be >= 0"):
+        bench.main(["blobs", "--tiny", "--refine-steps", "-1", "--out", str(tmp_path)])
     with pytest.raises(SystemExit, match="k-means is not"):
         bench.main(["blobs", "--tiny", "--methods", "kmeans", "--out", str(tmp_path)])
     assert not list(tmp_path.iterdir())  # refused before anything was trained or written
