@@ -134,6 +134,8 @@ class Settings:
         Siamese training epochs, and input-space neighbours used as its positives.
     umap_neighbors : int
         UMAP's ``n_neighbors`` in the ``umap`` / ``umap-input`` starts.
+    gmm_n_init : int
+        Restarts of the full GMM in the ``umap`` / ``umap-input`` starts (best likelihood kept).
     label_epochs : int
         Epochs of fitting the model to the start's labels before the head (DGG's
         ``label_epochs``; 0: none).
@@ -154,6 +156,7 @@ class Settings:
     siamese_epochs: int = 10
     siamese_neighbors: int = 10
     umap_neighbors: int = 20
+    gmm_n_init: int = 1
     label_epochs: int = 0
     grad_clip: float | None = 10.0
 
@@ -163,7 +166,7 @@ class Settings:
         if self.graph not in GRAPH_SPACES:
             raise GraphclustError(f"graph must be one of {GRAPH_SPACES}, got {self.graph!r}")
         for name in ("latent_dim", "pretrain_batch_size", "batch_size", "n_neighbors",
-                     "siamese_neighbors", "umap_neighbors"):
+                     "siamese_neighbors", "umap_neighbors", "gmm_n_init"):
             if getattr(self, name) < 1:
                 raise GraphclustError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("pretrain_epochs", "epochs", "siamese_epochs", "label_epochs"):
@@ -186,7 +189,7 @@ RECOMMENDED: dict[str, Settings] = {
     "20news": Settings(pretrain_epochs=30, epochs=30, siamese_epochs=10),
     "coil20": Settings(pretrain_epochs=200, pretrain_batch_size=64, epochs=100, batch_size=128,
                        n_neighbors=10, siamese_epochs=50, siamese_neighbors=5,
-                       init="umap-input", umap_neighbors=5, label_epochs=50),
+                       init="umap-input", umap_neighbors=5, gmm_n_init=10, label_epochs=50),
     "reuters10k": Settings(pretrain_epochs=50, epochs=50, siamese_epochs=20),
     "har": Settings(pretrain_epochs=50, epochs=50, siamese_epochs=20),
 }
@@ -597,7 +600,7 @@ def start_init(s: Settings) -> Any:
     """The ``init`` of DGG / VaDE for these settings."""
     if s.init == "gmm":
         return "gmm"
-    return UMAPGMMInit(n_neighbors=s.umap_neighbors,
+    return UMAPGMMInit(n_neighbors=s.umap_neighbors, n_init=s.gmm_n_init,
                        space="input" if s.init == "umap-input" else "latent")
 
 
@@ -942,7 +945,8 @@ def resolve_settings(name: str, args: argparse.Namespace) -> Settings:
         "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "init": args.init,
         "graph": args.graph, "n_neighbors": args.n_neighbors,
         "siamese_epochs": args.siamese_epochs, "siamese_neighbors": args.siamese_neighbors,
-        "umap_neighbors": args.umap_neighbors, "label_epochs": args.label_epochs,
+        "umap_neighbors": args.umap_neighbors, "gmm_n_init": args.gmm_n_init,
+        "label_epochs": args.label_epochs,
     }
     over = {k: v for k, v in over.items() if v is not None}
     if args.grad_clip is not None:
@@ -978,6 +982,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "UMAP of the input features)")
     g.add_argument("--umap-neighbors", type=int, default=None,
                    help="UMAP n_neighbors of the umap / umap-input starts")
+    g.add_argument("--gmm-n-init", type=int, default=None,
+                   help="restarts of the GMM of the umap / umap-input starts (best kept)")
     g.add_argument("--label-epochs", type=int, default=None,
                    help="epochs of fitting DGG / VaDE to the start's labels before the head")
     g.add_argument("--grad-clip", default=None,

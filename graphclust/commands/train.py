@@ -68,7 +68,7 @@ _RESUMABLE = {"epochs", "device"}
 #: settings added after the first release, with the value a run folder without them implied
 _LATER_DEFAULTS = {"regularize": False, "graph_weight": 0.5, "vimco_samples": 15,
                    "pair_hidden": "500,100", "pair_epochs": 10, "label_epochs": 0,
-                   "grad_clip": None}
+                   "grad_clip": None, "gmm_n_init": 1, "umap_neighbors": 20}
 #: models that train data-parallel under torchrun / --distributed
 _DISTRIBUTED = ("dgg", "vade")
 
@@ -126,6 +126,11 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="clustering that starts the model: diagonal GMM of the AE latent "
                         "(default), UMAP + full GMM of the AE latent (N2D recipe, needs "
                         "umap-learn) or UMAP + full GMM of the input features (umap-input)")
+    p.add_argument("--umap-neighbors", type=int, default=20,
+                   help="--init umap / umap-input: UMAP's n_neighbors (default 20; 5 on COIL-20)")
+    p.add_argument("--gmm-n-init", type=int, default=1,
+                   help="--init umap / umap-input: restarts of the full GMM, the most likely "
+                        "kept (default 1; 10 on COIL-20, see BENCHMARKS.md)")
     p.add_argument("--label-epochs", type=int, default=0,
                    help="dgg/vade: epochs of fitting encoder, decoder and prior to the start's "
                         "labels before the head (default 0; helps --init umap / umap-input)")
@@ -174,6 +179,16 @@ def _parse_sample(text: str) -> int | None:
     if v < 1:
         raise GraphclustError(f"--neighbor-sample must be a positive integer or 'all', got {text!r}")
     return v
+
+
+def _init(args: argparse.Namespace) -> Any:
+    """The estimators' ``init``: its name, or a UMAP start with other settings."""
+    if args.init == "gmm" or (args.gmm_n_init, args.umap_neighbors) == (1, 20):
+        return args.init
+    from graphclust.models.pretrain import UMAPGMMInit
+
+    return UMAPGMMInit(n_neighbors=args.umap_neighbors, n_init=args.gmm_n_init,
+                       space="input" if args.init == "umap-input" else "latent")
 
 
 def _settings(args: argparse.Namespace) -> dict[str, Any]:
@@ -226,6 +241,13 @@ def _run(args: argparse.Namespace, ctx: Any) -> int:
     if min(args.epochs, args.pretrain_epochs, args.pair_epochs, args.label_epochs) < 0:
         raise GraphclustError(
             "--epochs, --pretrain-epochs, --pair-epochs and --label-epochs must be >= 0")
+    if args.gmm_n_init < 1 or args.umap_neighbors < 2:
+        raise GraphclustError(f"--gmm-n-init must be >= 1 and --umap-neighbors >= 2, got "
+                              f"{args.gmm_n_init} and {args.umap_neighbors}")
+    if (args.gmm_n_init, args.umap_neighbors) != (1, 20) and args.init == "gmm":
+        raise GraphclustError(
+            "--gmm-n-init and --umap-neighbors apply to --init umap / umap-input, not to the "
+            "diagonal GMM of --init gmm")
     if args.label_epochs and args.model not in ("dgg", "vade"):
         raise GraphclustError(f"--label-epochs applies to dgg and vade, not {args.model}")
     if args.regularize and args.model not in _REGULARIZABLE + ("dgg",):
@@ -310,7 +332,7 @@ def _run(args: argparse.Namespace, ctx: Any) -> int:
 
     common = dict(
         n_clusters=args.n_clusters, latent_dim=args.latent_dim, hidden=hidden,
-        likelihood=data.likelihood, init=args.init,
+        likelihood=data.likelihood, init=_init(args),
         n_epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
         pretrain_epochs=args.pretrain_epochs, checkpoint_dir=ckpt_dir, resume=resumed,
         callbacks=[log_epoch], device=args.device, random_state=args.seed,

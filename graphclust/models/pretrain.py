@@ -170,6 +170,10 @@ class UMAPGMMInit:
     min_dist : float
     covariance_type : str
         Of the GMM in UMAP space.
+    n_init : int
+        GMM restarts; the fit with the highest likelihood is kept (scikit-learn's
+        ``n_init``). One fit can settle in a poor local optimum: on COIL-20's pixel UMAP
+        (seed 0) one restart scores 0.852 ACC and the best of ten 0.890.
     space : {"latent", "input"}
         What UMAP embeds: the AE latent means (N2D) or the input features. ``input`` suits
         small image sets where the AE has little data (COIL-20: UMAP of the pixels clusters
@@ -179,10 +183,13 @@ class UMAPGMMInit:
 
     def __init__(
         self, n_components: int = 10, n_neighbors: int = 20, min_dist: float = 0.0,
-        covariance_type: str = "full", space: str = "latent",
+        covariance_type: str = "full", space: str = "latent", n_init: int = 1,
     ) -> None:
         if space not in ("latent", "input"):
             raise GraphclustError(f"UMAPGMMInit space must be 'latent' or 'input', got {space!r}")
+        if isinstance(n_init, bool) or not isinstance(n_init, (int, np.integer)) or n_init < 1:
+            raise GraphclustError(f"UMAPGMMInit n_init must be an integer >= 1, got {n_init!r}")
+        self.n_init = int(n_init)
         self.n_components, self.n_neighbors = int(n_components), int(n_neighbors)
         self.min_dist, self.covariance_type = float(min_dist), covariance_type
         self.space = space
@@ -193,10 +200,12 @@ class UMAPGMMInit:
         return self.space == "input"
 
     def __repr__(self) -> str:
+        # defaults are left out, so stage fingerprints of earlier runs stay valid
         space = "" if self.space == "latent" else f", space={self.space!r}"
+        n_init = "" if self.n_init == 1 else f", n_init={self.n_init}"
         return (
             f"UMAPGMMInit(n_components={self.n_components}, n_neighbors={self.n_neighbors}, "
-            f"min_dist={self.min_dist}, covariance_type={self.covariance_type!r}{space})"
+            f"min_dist={self.min_dist}, covariance_type={self.covariance_type!r}{space}{n_init})"
         )
 
     def __call__(self, latent: np.ndarray, n_clusters: int, random_state: int,
@@ -213,7 +222,7 @@ class UMAPGMMInit:
                          random_state)
         gmm = GaussianMixture(
             n_components=n_clusters, covariance_type=self.covariance_type,
-            random_state=int(random_state) % 2**31,
+            random_state=int(random_state) % 2**31, n_init=self.n_init,
         )
         labels = gmm.fit_predict(emb).astype(np.int64)
         return moments_from_labels(latent, labels, n_clusters)

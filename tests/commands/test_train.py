@@ -162,7 +162,31 @@ def test_regularize_builds_a_graph_and_bad_flags(tmp_path, capsys):
                            (["--model", "kdvae", "--pair-hidden", "a,b"], "--pair-hidden"),
                            (["--model", "kdvae", "--grad-clip", "5"], "--grad-clip applies"),
                            (["--model", "dgg", "--grad-clip", "1"], "--grad-clip must be"),
-                           (["--model", "vade", "--grad-clip", "x"], "--grad-clip must be")]:
+                           (["--model", "vade", "--grad-clip", "x"], "--grad-clip must be"),
+                           (["--init", "umap", "--gmm-n-init", "0"], "--gmm-n-init must be"),
+                           (["--init", "umap", "--umap-neighbors", "1"], "--umap-neighbors >= 2"),
+                           (["--gmm-n-init", "10"], "not to the diagonal GMM")]:
         assert main(["train", str(path), "-o", str(tmp_path / "bad"), *flags, *TINY]) == 2
         assert message in capsys.readouterr().err
         assert not (tmp_path / "bad").exists()
+
+
+def test_umap_start_flags_build_the_estimators_init():
+    """``--umap-neighbors`` / ``--gmm-n-init`` reach the start; defaults keep the name."""
+    from graphclust.commands.train import _init
+    from graphclust.models.pretrain import UMAPGMMInit
+
+    def init_of(*flags):
+        import argparse
+
+        from graphclust.commands.train import add_parser
+
+        sub = argparse.ArgumentParser().add_subparsers()
+        add_parser(sub)
+        return _init(sub.choices["train"].parse_args(["data.npz", "-o", "out", *flags]))
+
+    assert init_of() == "gmm" and init_of("--init", "umap-input") == "umap-input"
+    init = init_of("--init", "umap-input", "--umap-neighbors", "5", "--gmm-n-init", "10")
+    assert isinstance(init, UMAPGMMInit)
+    assert (init.space, init.n_neighbors, init.n_init) == ("input", 5, 10)
+    assert init_of("--init", "umap", "--gmm-n-init", "3").space == "latent"
