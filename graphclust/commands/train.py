@@ -330,14 +330,14 @@ def _run(args: argparse.Namespace, ctx: Any) -> int:
         if main:
             write_jsonl(log_path, history)
 
-    common = dict(
-        n_clusters=args.n_clusters, latent_dim=args.latent_dim, hidden=hidden,
-        likelihood=data.likelihood, init=_init(args),
-        n_epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-        pretrain_epochs=args.pretrain_epochs, checkpoint_dir=ckpt_dir, resume=resumed,
-        callbacks=[log_epoch], device=args.device, random_state=args.seed,
-        verbose=not args.quiet and main,
-    )
+    common: dict[str, Any] = {
+        "n_clusters": args.n_clusters, "latent_dim": args.latent_dim, "hidden": hidden,
+        "likelihood": data.likelihood, "init": _init(args),
+        "n_epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
+        "pretrain_epochs": args.pretrain_epochs, "checkpoint_dir": ckpt_dir, "resume": resumed,
+        "callbacks": [log_epoch], "device": args.device, "random_state": args.seed,
+        "verbose": not args.quiet and main,
+    }
     if ctx is not None:  # only dgg and vade get here (checked in run)
         common["distributed"] = ctx
     builder = KNNGraphBuilder(k=args.n_neighbors, space=args.graph_space)
