@@ -367,7 +367,8 @@ _COMMON_DOC = """
         Latent clustering that starts the model: a diagonal GMM on the AE latent means, or
         UMAP(10-d) + full GMM labels (the N2D recipe; needs umap-learn) of the latent means
         (``umap``) or of the input features (``umap-input``), or a callable
-        ``(latent, n_clusters, random_state) -> InitResult`` (see graphclust.models.pretrain).
+        ``(latent, n_clusters, random_state) -> InitResult`` (see graphclust.models.pretrain),
+        e.g. ``UMAPGMMInit(n_neighbors=5, n_init=10, space="input")``, the COIL-20 start.
     n_epochs : int
         Training epochs after pretraining.
     batch_size : int
