@@ -57,7 +57,7 @@ from graphclust.models.pipeline import (
     PretrainConfig,
     fit_gmvae,
 )
-from graphclust.models.pretrain import GMMInit, UMAPGMMInit
+from graphclust.models.pretrain import INIT_NAMES, named_init
 from graphclust.models.regularizer import GraphRegularizer
 from graphclust.models.staged import ModelFit, fit_cluster_model
 from graphclust.models.training import TrainConfig, predict_gamma
@@ -148,12 +148,8 @@ def affinity_on_edges(proba: np.ndarray, graph: KNNGraph) -> sp.csr_matrix:
 def _resolve_init(init: Any) -> Callable:
     if callable(init):
         return init
-    if init == "gmm":
-        return GMMInit()
-    if init == "umap":
-        return UMAPGMMInit()
-    if init == "umap-input":
-        return UMAPGMMInit(space="input")
+    if init in INIT_NAMES:
+        return named_init(init)
     raise GraphclustError(
         f"unknown init {init!r}; expected 'gmm', 'umap', 'umap-input' or a callable "
         "(latent, n_clusters, random_state) -> InitResult"

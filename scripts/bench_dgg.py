@@ -83,7 +83,7 @@ from graphclust.graph.knn import KNNResult, knn_search
 from graphclust.metrics import neighbor_purity, score_clustering
 from graphclust.models.batching import NeighborBatches
 from graphclust.models.mixture import GMVAE, build_gmvae
-from graphclust.models.pretrain import UMAPGMMInit
+from graphclust.models.pretrain import INIT_NAMES, named_init
 from graphclust.models.training import parse_grad_clip
 from graphclust.nn.dgg import PI_FLOOR, DGGObjective, MixingPropagation
 from graphclust.nn.likelihood import get_likelihood
@@ -101,7 +101,7 @@ GRAPH_SPACES = ("siamese", "latent", "input")
 #: search methods of :func:`graphclust.graph.knn.knn_search`
 KNN_METHODS = ("exact", "approx", "faiss-flat", "ivf", "hnsw", "torch")
 #: Starting clusterings of DGG / VaDE (see graphclust.estimators.DGG's ``init``)
-INITS = ("umap", "umap-input", "gmm")
+INITS = INIT_NAMES
 #: DGG epochs in the paper (design note DGG.md, section 6)
 PAPER_EPOCHS = 300
 #: DGG accuracy reported by the paper (design note section 6); HHAR is VaDE's HAR.mat
@@ -598,10 +598,7 @@ def _mixture_run(b: Bench, est, pre_stages: dict[str, float]) -> SeedRun:
 
 def start_init(s: Settings) -> Any:
     """The ``init`` of DGG / VaDE for these settings."""
-    if s.init == "gmm":
-        return "gmm"
-    return UMAPGMMInit(n_neighbors=s.umap_neighbors, n_init=s.gmm_n_init,
-                       space="input" if s.init == "umap-input" else "latent")
+    return named_init(s.init, s.umap_neighbors, s.gmm_n_init)
 
 
 def run_dgg(b: Bench, seed: int) -> SeedRun:

@@ -185,10 +185,9 @@ def _init(args: argparse.Namespace) -> Any:
     """The estimators' ``init``: its name, or a UMAP start with other settings."""
     if args.init == "gmm" or (args.gmm_n_init, args.umap_neighbors) == (1, 20):
         return args.init
-    from graphclust.models.pretrain import UMAPGMMInit
+    from graphclust.models.pretrain import named_init
 
-    return UMAPGMMInit(n_neighbors=args.umap_neighbors, n_init=args.gmm_n_init,
-                       space="input" if args.init == "umap-input" else "latent")
+    return named_init(args.init, args.umap_neighbors, args.gmm_n_init)
 
 
 def _settings(args: argparse.Namespace) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from graphclust.models.mixture import GMVAE, ClassifierHead
 from graphclust.utils import GraphclustError, SubnormalGuard
 
 __all__ = [
+    "INIT_NAMES",
     "GMMInit",
     "InitResult",
     "LabelsInit",
@@ -34,6 +35,7 @@ __all__ = [
     "fit_to_labels",
     "latent_means",
     "moments_from_labels",
+    "named_init",
     "pretrain_autoencoder",
     "pretrain_head",
     "run_init",
@@ -226,6 +228,22 @@ class UMAPGMMInit:
         )
         labels = gmm.fit_predict(emb).astype(np.int64)
         return moments_from_labels(latent, labels, n_clusters)
+
+
+#: names of the starting clusterings (:func:`named_init`)
+INIT_NAMES = ("gmm", "umap", "umap-input")
+
+
+def named_init(name: str, umap_neighbors: int = 20, n_init: int = 1):
+    """The starting clustering called ``name``: ``gmm`` (:class:`GMMInit`), ``umap`` or
+    ``umap-input`` (:class:`UMAPGMMInit` of the latent means or of the input features, with
+    ``umap_neighbors`` and ``n_init`` GMM restarts)."""
+    if name == "gmm":
+        return GMMInit()
+    if name in ("umap", "umap-input"):
+        return UMAPGMMInit(n_neighbors=umap_neighbors, n_init=n_init,
+                           space="input" if name == "umap-input" else "latent")
+    raise GraphclustError(f"unknown init {name!r}; expected one of {', '.join(INIT_NAMES)}")
 
 
 class LabelsInit:
