@@ -68,7 +68,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _bench_common import command_line, peak_rss_mb, write_result
 
+from graphclust.commands.train_chigac import number_or_share
 from graphclust.metrics import score_clustering
+from graphclust.models.chigac import check_min_cluster_size
+from graphclust.utils import GraphclustError
 
 #: per bench: default --sizes, --n-sets, --blob-k and --blob-separation (10 centres drawn
 #: from N(0, 10^2 I) cannot be 15 sigma apart, so the scaling curve uses 6 sigma)
@@ -130,7 +133,7 @@ def model_kwargs(args) -> dict[str, Any]:
 def chigac_name(args) -> str:
     """``chigac``, with ``-min5`` when clusters under 5 points are merged at inference and
     ``-refine2`` with two posterior refinement passes per cluster step."""
-    name = "chigac" if args.min_cluster_size <= 1 else f"chigac-min{args.min_cluster_size}"
+    name = "chigac" if args.min_cluster_size == 1 else f"chigac-min{args.min_cluster_size:g}"
     return name if not args.refine_steps else f"{name}-refine{args.refine_steps}"
 
 
@@ -466,8 +469,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n-neighbors", type=int, default=None,
                     help="J (default 15 for b1, 20 for b2)")
     ap.add_argument("--max-clusters", type=int, default=100, help="K cap at inference")
-    ap.add_argument("--min-cluster-size", type=int, default=None,
-                    help="merge smaller clusters at inference (default 1; b2: 5)")
+    ap.add_argument("--min-cluster-size", type=number_or_share, default=None,
+                    help="merge smaller clusters at inference: points, or a share of each "
+                         "set's points such as 0.005 (default 1; b2: 5)")
     ap.add_argument("--refine-steps", type=int, default=8,
                     help="posterior refinement passes of the membership head per cluster step "
                          "at inference (default 8, as CHiGac; 0: the raw loop)")
@@ -524,6 +528,10 @@ def main(argv: list[str] | None = None) -> int:
         args.n_neighbors = 20 if args.bench == "b2" else 15
     if args.min_cluster_size is None:
         args.min_cluster_size = 5 if args.bench == "b2" else 1
+    try:
+        check_min_cluster_size(args.min_cluster_size)
+    except GraphclustError as exc:
+        raise SystemExit(f"--min-cluster-size: {exc}") from None
     sizes, n_sets, blob_k, separation = DEFAULTS.get(args.bench, (None, None, None, None))
     args.sizes = args.sizes or sizes
     args.n_sets = args.n_sets or n_sets or [1] * len(args.sizes or ())

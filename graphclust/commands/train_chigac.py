@@ -55,6 +55,19 @@ MODEL_FILE = "model.safetensors"
 
 
 # =========================================================================== parsers
+def number_or_share(text: str) -> int | float:
+    """``--min-cluster-size``: ``"5"`` -> 5 (points), ``"0.005"`` -> 0.005 (a share)."""
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer or a number in (0, 1), got "
+                                         f"{text!r}") from None
+
+
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser(
         "train-chigac",
@@ -143,8 +156,9 @@ def _add_cluster_parser(sub: argparse._SubParsersAction) -> None:
                    help="J of the graph built for DATA (default: the model's)")
     c.add_argument("--knn-method", default="exact", help="kNN search method (default exact)")
     c.add_argument("--max-clusters", type=int, default=100, help="cap on K (default 100)")
-    c.add_argument("--min-cluster-size", type=int, default=1,
-                   help="merge smaller clusters into the nearest one (default 1: off)")
+    c.add_argument("--min-cluster-size", type=number_or_share, default=1,
+                   help="merge smaller clusters into the nearest one: a number of points, or "
+                        "a share of DATA's points such as 0.005 (default 1: off)")
     c.add_argument("--refine-steps", type=int, default=8,
                    help="posterior refinement passes of the membership decision per cluster "
                         "(default 8; 0: the prior mean only)")
@@ -355,15 +369,17 @@ def run_cluster(args: argparse.Namespace) -> int:
     from graphclust.graph.knn import check_k
     from graphclust.inspect.interface import inspection_arrays, save_inspection
     from graphclust.metrics import score_clustering
+    from graphclust.models.chigac import check_min_cluster_size
     from graphclust.models.chigac_estimator import CHiGac
 
     t_start = time.perf_counter()
     out = Path(args.output)
     if out.exists() and not args.force:
         prepare_output(out, force=False, is_dir=True)  # raises: exists already
-    for name, low in (("max_clusters", 1), ("min_cluster_size", 1), ("refine_steps", 0)):
+    for name, low in (("max_clusters", 1), ("refine_steps", 0)):
         if getattr(args, name) < low:
             raise GraphclustError(f"--{name.replace('_', '-')} must be >= {low}")
+    check_min_cluster_size(args.min_cluster_size)
     model_file = _model_path(args.model)
     est = CHiGac.load(model_file, device=args.device)
     est.max_clusters = args.max_clusters

@@ -896,16 +896,45 @@ class ChigacModel(nn.Module):
 
 
 # =========================================================================== inference
-def _check_inference_args(max_clusters: int, min_cluster_size: int, refine_steps: int = 0) -> None:
-    for name, v, low in (("max_clusters", max_clusters, 1),
-                         ("min_cluster_size", min_cluster_size, 1),
-                         ("refine_steps", refine_steps, 0)):
+def check_min_cluster_size(value: Any) -> int | float:
+    """Validate ``min_cluster_size``: an integer >= 1 (points) or a float in (0, 1) (share).
+
+    Returns the value as ``int`` or ``float``; anything else raises :class:`GraphclustError`.
+    """
+    if isinstance(value, bool):
+        pass
+    elif isinstance(value, (int, np.integer)) and value >= 1:
+        return int(value)
+    elif isinstance(value, (float, np.floating)) and 0.0 < value < 1.0:
+        return float(value)
+    raise GraphclustError(
+        f"min_cluster_size must be an integer >= 1 (a number of points) or a float in (0, 1) "
+        f"(a share of each data set's points), got {value!r}"
+    )
+
+
+def min_size_for(min_cluster_size: int | float, n_nodes: int) -> int:
+    """The smallest cluster kept in a graph of ``n_nodes`` points.
+
+    An integer is taken as it is; a share ``f`` in (0, 1) becomes ``ceil(f * n_nodes)``
+    (at least 1), so the threshold grows with the data set, as the few-point edge groups
+    that the merge is meant for do.
+    """
+    m = check_min_cluster_size(min_cluster_size)
+    return m if isinstance(m, int) else max(1, math.ceil(m * n_nodes))
+
+
+def _check_inference_args(max_clusters: int, min_cluster_size: int | float,
+                          refine_steps: int = 0) -> None:
+    for name, v, low in (("max_clusters", max_clusters, 1), ("refine_steps", refine_steps, 0)):
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < low:
             raise GraphclustError(f"{name} must be an integer >= {low}, got {v!r}")
+    check_min_cluster_size(min_cluster_size)
 
 
 @torch.no_grad()
-def infer_clusters(model: ChigacModel, data, max_clusters: int = 100, min_cluster_size: int = 1,
+def infer_clusters(model: ChigacModel, data, max_clusters: int = 100,
+                   min_cluster_size: int | float = 1,
                    sample_anchors: bool = False,
                    generator: torch.Generator | None = None,
                    refine_steps: int = 0) -> Clustering:
@@ -926,8 +955,9 @@ def infer_clusters(model: ChigacModel, data, max_clusters: int = 100, min_cluste
         ``x`` (standardised), ``edge_index``, ``edge_attr`` (and ``batch``).
     max_clusters : int
         The cap ``K_max``.
-    min_cluster_size : int
-        1 disables merging.
+    min_cluster_size : int or float
+        Clusters with fewer points are merged; a float in (0, 1) is a share of each graph's
+        points (:func:`min_size_for`). 1 disables merging.
     sample_anchors : bool
         Sample anchors from ``p(I^k)`` instead of the argmax (needs ``generator`` for
         reproducibility).
@@ -944,7 +974,8 @@ def infer_clusters(model: ChigacModel, data, max_clusters: int = 100, min_cluste
     was = model.training
     model.eval()
     try:
-        return _infer(model, data, int(max_clusters), int(min_cluster_size), sample_anchors,
+        return _infer(model, data, int(max_clusters), check_min_cluster_size(min_cluster_size),
+                      sample_anchors,
                       generator, int(refine_steps))
     finally:
         model.train(was)
@@ -1025,12 +1056,14 @@ def _infer(model, data, max_clusters, min_cluster_size, sample_anchors, generato
     batch_np = batch.cpu().numpy()
     P_np = P.cpu().numpy()
     n_merged = np.zeros(B, dtype=np.int64)
-    if min_cluster_size > 1 and n_steps > 0:
+    if min_cluster_size != 1 and n_steps > 0:
         keys_np = F.normalize(torch.stack(protos, 1), dim=-1).cpu().numpy()
         eh_np = F.normalize(ehat, dim=-1).cpu().numpy()
         for b in range(B):
             sel = np.flatnonzero(batch_np == b)
-            n_merged[b] = _merge_small(labels_np, P_np, sel, keys_np[b], eh_np, min_cluster_size)
+            min_size = min_size_for(min_cluster_size, sel.size)
+            if min_size > 1:
+                n_merged[b] = _merge_small(labels_np, P_np, sel, keys_np[b], eh_np, min_size)
     n_clusters = np.zeros(B, dtype=np.int64)
     for b in range(B):
         sel = np.flatnonzero(batch_np == b)

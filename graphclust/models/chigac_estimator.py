@@ -44,6 +44,7 @@ from graphclust.models.chigac import (
     ChigacConfig,
     ChigacModel,
     Clustering,
+    check_min_cluster_size,
     infer_clusters,
 )
 from graphclust.utils import (
@@ -287,8 +288,10 @@ kl_weight :
         generated mixtures and ``(X, y)`` episodes.
     max_clusters : int, default 100
         Cap ``K_max`` on the clusters found per data set.
-    min_cluster_size : int, default 1
-        Smaller clusters are merged into the nearest one after the loop (1: off).
+    min_cluster_size : int or float, default 1
+        Smaller clusters are merged into the nearest one after the loop (1: off). A float
+        in (0, 1) is a share of the data set's points (``ceil(f * N)``), for thresholds that
+        grow with N as the few-point edge groups do.
     refine_steps : int, default 8
         Extra passes of the membership head per cluster step with the cluster latent at its
         posterior mean given the previous pass's members (as the head sees it in training;
@@ -369,7 +372,7 @@ kl_weight :
         n_features: int = 2,
         episodes: Any = None,
         max_clusters: int = 100,
-        min_cluster_size: int = 1,
+        min_cluster_size: int | float = 1,
         refine_steps: int = 8,
         knn_method: str = "exact",
         warm_start: bool = False,
@@ -434,7 +437,7 @@ kl_weight :
     def _check_inference_params(self) -> None:
         _check_int("n_neighbors", self.n_neighbors, 1)
         _check_int("max_clusters", self.max_clusters, 1)
-        _check_int("min_cluster_size", self.min_cluster_size, 1)
+        check_min_cluster_size(self.min_cluster_size)
         _check_int("refine_steps", self.refine_steps, 0)
 
     def _episode_source(self, X, y):
@@ -568,7 +571,7 @@ kl_weight :
         # the inference settings are part of the key: changing them must not return a stale
         # clustering of the same data
         fp = (data_fingerprint(Xc) + ("" if graph is None else f"/graph{id(graph)}")
-              + f"/K{int(self.max_clusters)}/min{int(self.min_cluster_size)}"
+              + f"/K{int(self.max_clusters)}/min{self.min_cluster_size!r}"
               + f"/refine{int(self.refine_steps)}")
         cache = getattr(self, "_cache", None)
         if cache is not None and cache[0] == fp:
@@ -584,7 +587,7 @@ kl_weight :
             dev = next(self.model_.parameters()).device
             data = data.to(dev)
             result = infer_clusters(self.model_, data, int(self.max_clusters),
-                                    int(self.min_cluster_size),
+                                    self.min_cluster_size,
                                     refine_steps=int(self.refine_steps))
             with torch.no_grad():
                 embedding = self.model_.encode(data).cpu().numpy().astype(np.float32)

@@ -141,6 +141,10 @@ def test_cluster_errors_leave_nothing_behind(tmp_path, run_dir, capsys):
     assert main(["cluster-chigac", str(path), "--model", str(run_dir), "-o", str(out), "-q",
                  "--refine-steps", "-1"]) == 2
     assert "--refine-steps must be >= 0" in capsys.readouterr().err
+    for bad in ("0", "1.5", "-0.1"):
+        assert main(["cluster-chigac", str(path), "--model", str(run_dir), "-o", str(out),
+                     "-q", "--min-cluster-size", bad]) == 2
+        assert "min_cluster_size must be an integer >= 1" in capsys.readouterr().err
     wide = tmp_path / "wide.npz"
     np.savez(wide, X=np.zeros((30, 3), dtype=np.float32))
     assert main(["cluster-chigac", str(wide), "--model", str(run_dir), "-o", str(out),
@@ -155,3 +159,9 @@ def test_cluster_errors_leave_nothing_behind(tmp_path, run_dir, capsys):
     assert main(["cluster-chigac", str(path), "--model", str(run_dir), "-o", str(out), "-q",
                  "--device", "cpu", "--force", "--max-clusters", "1"]) == 0
     assert json.loads((out / "metrics.json").read_text())["n_clusters"] == 1
+    # a share of the points: every cluster under 60 * 0.9 = 54 points goes into the largest
+    assert main(["cluster-chigac", str(path), "--model", str(run_dir), "-o", str(out), "-q",
+                 "--device", "cpu", "--force", "--min-cluster-size", "0.9"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["min_cluster_size"] == 0.9
+    assert metrics["n_clusters"] == 1 or metrics["n_merged"] == 0

@@ -29,6 +29,7 @@ from graphclust.models.chigac import (
     induced_subgraph,
     infer_clusters,
     iwae_bound,
+    min_size_for,
     rloo_surrogate,
 )
 from graphclust.models.chigac_estimator import CHiGac, ChigacTrainConfig, train_chigac
@@ -358,6 +359,25 @@ def test_loop_cap_attaches_leftovers_and_reports_it():
     np.testing.assert_allclose(merged.proba.sum(1), 1.0, atol=1e-6)
     with pytest.raises(GraphclustError, match="max_clusters"):
         infer_clusters(OracleModel(), data, max_clusters=0)
+
+
+def test_min_cluster_size_as_a_share_of_the_points():
+    # 44 points: blobs of 20 and 20 and a 4-point blob. A share of 0.1 means ceil(4.4) = 5
+    # points, so the 4-point blob goes; a share of 0.09 means ceil(3.96) = 4, so it stays.
+    X, _ = blob_points([[-20, 0], [20, 0], [0, 20]], n_per=20)
+    X = np.concatenate([X[:40], X[-4:]])
+    data = points_to_data(X, 5)
+    by_count = infer_clusters(OracleModel().eval(), data, min_cluster_size=5)
+    by_share = infer_clusters(OracleModel().eval(), data, min_cluster_size=0.1)
+    assert by_share.n_merged[0] == 1 and by_share.n_clusters[0] == 2
+    np.testing.assert_array_equal(by_share.labels, by_count.labels)
+    kept = infer_clusters(OracleModel().eval(), data, min_cluster_size=0.09)
+    assert kept.n_merged[0] == 0 and kept.n_clusters[0] == 3
+    assert [min_size_for(0.1, 44), min_size_for(0.09, 44), min_size_for(7, 44),
+            min_size_for(1e-6, 44)] == [5, 4, 7, 1]
+    for bad in (0, 0.0, 1.0, 1.5, -0.2, True, "5", float("nan")):
+        with pytest.raises(GraphclustError, match="min_cluster_size must be an integer >= 1"):
+            infer_clusters(OracleModel(), data, min_cluster_size=bad)
 
 
 def test_every_step_assigns_at_least_one_point():
