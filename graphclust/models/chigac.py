@@ -913,7 +913,7 @@ def check_min_cluster_size(value: Any) -> int | float:
     )
 
 
-def min_size_for(min_cluster_size: int | float, n_nodes: int) -> int:
+def min_size_for(min_cluster_size: float, n_nodes: int) -> int:
     """The smallest cluster kept in a graph of ``n_nodes`` points.
 
     An integer is taken as it is; a share ``f`` in (0, 1) becomes ``ceil(f * n_nodes)``
@@ -924,7 +924,7 @@ def min_size_for(min_cluster_size: int | float, n_nodes: int) -> int:
     return m if isinstance(m, int) else max(1, math.ceil(m * n_nodes))
 
 
-def _check_inference_args(max_clusters: int, min_cluster_size: int | float,
+def _check_inference_args(max_clusters: int, min_cluster_size: float,
                           refine_steps: int = 0) -> None:
     for name, v, low in (("max_clusters", max_clusters, 1), ("refine_steps", refine_steps, 0)):
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < low:
@@ -934,7 +934,7 @@ def _check_inference_args(max_clusters: int, min_cluster_size: int | float,
 
 @torch.no_grad()
 def infer_clusters(model: ChigacModel, data, max_clusters: int = 100,
-                   min_cluster_size: int | float = 1,
+                   min_cluster_size: float = 1,
                    sample_anchors: bool = False,
                    generator: torch.Generator | None = None,
                    refine_steps: int = 0) -> Clustering:

@@ -372,7 +372,7 @@ kl_weight :
         n_features: int = 2,
         episodes: Any = None,
         max_clusters: int = 100,
-        min_cluster_size: int | float = 1,
+        min_cluster_size: float = 1,
         refine_steps: int = 8,
         knn_method: str = "exact",
         warm_start: bool = False,
