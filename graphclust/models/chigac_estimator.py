@@ -572,7 +572,8 @@ kl_weight :
         # clustering of the same data
         fp = (data_fingerprint(Xc) + ("" if graph is None else f"/graph{id(graph)}")
               + f"/K{int(self.max_clusters)}/min{self.min_cluster_size!r}"
-              + f"/refine{int(self.refine_steps)}")
+              + f"/refine{int(self.refine_steps)}/J{int(self.n_neighbors)}/{self.knn_method}"
+              + f"/{self.model_.config!r}")
         cache = getattr(self, "_cache", None)
         if cache is not None and cache[0] == fp:
             result = cache[1]

@@ -1,6 +1,7 @@
 """CHiGac: anchor rule, likelihood and bound identities, masking, equivariance, the inference
 loop with an oracle, a tiny trained model, and the estimator's contract."""
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -590,7 +591,7 @@ def test_bundled_model_clusters_separated_blobs():
     assert exact["merged"] == 20
 
 
-def test_changed_inference_settings_are_not_served_from_the_cache(trained):
+def test_changed_inference_settings_are_not_served_from_the_cache(trained, tmp_path):
     X, _ = blob_points([[-20, 0], [20, 0], [0, 20]], n_per=30, seed=4)
     old = trained.max_clusters
     try:
@@ -610,3 +611,18 @@ def test_changed_inference_settings_are_not_served_from_the_cache(trained):
         assert trained._cache[0] != key
     finally:
         trained.refine_steps = old_refine
+    # the graph's J and the model's own settings are part of the key too
+    trained.save(tmp_path / "m.safetensors")
+    fresh = CHiGac.load(tmp_path / "m.safetensors", device="cpu")
+    old_j, old_cfg = trained.n_neighbors, trained.model_.config
+    try:
+        trained.predict(X)
+        key = trained._cache[0]
+        trained.n_neighbors = fresh.n_neighbors = 3
+        np.testing.assert_array_equal(trained.predict(X), fresh.predict(X))
+        assert trained._cache[0] != key and trained._cache[0] == fresh._cache[0]
+        trained.model_.config = dataclasses.replace(old_cfg, repulsion="off")
+        trained.predict(X)
+        assert trained._cache[0] != fresh._cache[0]
+    finally:
+        trained.n_neighbors, trained.model_.config = old_j, old_cfg

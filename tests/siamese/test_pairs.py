@@ -78,6 +78,58 @@ def test_knn_injected_search_and_checks(X):
         KNNPairMiner().sample(10, _gen(0))
 
 
+def test_mutual_knn_positives_by_hand():
+    # 1-d points; nearest neighbours: 0<->1, 3->1, 10<->10.5, 30->10.5. Mutual pairs at k = 1:
+    # (0, 1) and (10, 10.5); points 3 and 30 have none and anchor no positive pair.
+    X = np.array([[0.0], [1.0], [3.0], [10.0], [10.5], [30.0]], dtype=np.float32)
+    miner = KNNPairMiner(n_neighbors=1, mutual=True).prepare(X)
+    assert miner.n_anchors_ == 4 and miner.n_candidates_.tolist() == [1, 1, 0, 1, 1, 0]
+    assert miner.n_pairs_per_epoch() == 8
+    pairs = miner.sample(None, _gen(0))
+    pos = pairs.target == 1
+    got = sorted(zip(pairs.left[pos].tolist(), pairs.right[pos].tolist()))
+    assert got == [(0, 1), (1, 0), (3, 4), (4, 3)]  # one positive per anchor, in an epoch
+    # negatives still start from every point, never pair a point with itself
+    neg = miner.sample(600, _gen(1))
+    left, right = neg.left[neg.target == 0], neg.right[neg.target == 0]
+    assert set(left.tolist()) == set(range(6)) and not (left == right).any()
+    assert "mutual=True" in repr(miner) and "mutual" not in repr(KNNPairMiner(1))
+
+
+def test_mutual_knn_positives_match_a_brute_force_reference(X):
+    k = 4
+    ref = knn_torch(X, k).indices
+    mutual = {(i, int(j)) for i in range(len(X)) for j in ref[i] if i in ref[j]}
+    miner = KNNPairMiner(n_neighbors=k, mutual=True).prepare(X)
+    pairs = miner.sample(20_000, _gen(2))
+    pos = pairs.target == 1
+    drawn = set(zip(pairs.left[pos].tolist(), pairs.right[pos].tolist()))
+    assert drawn == mutual  # every mutual pair is drawn, and nothing else
+    anchors = {i for i, _ in mutual}
+    assert miner.n_anchors_ == len(anchors)
+    # each anchor's partner is uniform over its mutual neighbours: counts per pair of one
+    # anchor agree within sampling noise
+    left, right = pairs.left[pos].numpy(), pairs.right[pos].numpy()
+    for i in list(anchors)[:5]:
+        _, counts = np.unique(right[left == i], return_counts=True)
+        assert counts.min() > 0.6 * counts.max()
+    # the plain miner keeps its draws: mutual=False is the old sampling, bit for bit
+    a = KNNPairMiner(n_neighbors=k).prepare(X).sample(None, _gen(3))
+    b = KNNPairMiner(n_neighbors=k, mutual=False).prepare(X).sample(None, _gen(3))
+    assert torch.equal(a.left, b.left) and torch.equal(a.right, b.right)
+
+
+def test_mutual_knn_errors():
+    with pytest.raises(GraphclustError, match="mutual must be True or False"):
+        KNNPairMiner(3, mutual="yes")
+    # an injected search whose neighbours form a cycle 0 -> 1 -> 2 -> 3 -> 4 -> 0: at k = 1
+    # no pair is mutual
+    X = np.zeros((5, 2), dtype=np.float32)
+    cycle = KNNPairMiner(1, mutual=True, knn=lambda X, k: np.array([[1], [2], [3], [4], [0]]))
+    with pytest.raises(GraphclustError, match="no point has a mutual neighbour"):
+        cycle.prepare(X)
+
+
 def test_label_miner_positives_share_labels_negatives_do_not():
     y = np.array([0, 0, 0, 1, 1, 2, -1, -1, 1, 2])  # -1: unlabelled
     X = np.zeros((10, 2))
