@@ -131,10 +131,12 @@ def model_kwargs(args) -> dict[str, Any]:
 
 
 def chigac_name(args) -> str:
-    """``chigac``, with ``-min5`` when clusters under 5 points are merged at inference and
-    ``-refine2`` with two posterior refinement passes per cluster step."""
+    """``chigac``, with ``-min5`` when clusters under 5 points are merged at inference,
+    ``-refine2`` with two posterior refinement passes per cluster step, and ``-J30`` when
+    ``--n-neighbors`` replaces a loaded model's own J."""
     name = "chigac" if args.min_cluster_size == 1 else f"chigac-min{args.min_cluster_size:g}"
-    return name if not args.refine_steps else f"{name}-refine{args.refine_steps}"
+    name = name if not args.refine_steps else f"{name}-refine{args.refine_steps}"
+    return f"{name}-J{args.n_neighbors}" if args.model and getattr(args, "j_given", False) else name
 
 
 def get_model(args, dim: int, episodes=None):
@@ -151,8 +153,11 @@ def get_model(args, dim: int, episodes=None):
         est.max_clusters = args.max_clusters
         est.min_cluster_size = args.min_cluster_size
         est.refine_steps = args.refine_steps
+        if getattr(args, "j_given", False):
+            est.n_neighbors = args.n_neighbors
         info = {"model_file": str(path), "train_seconds": None,
-                "min_cluster_size": args.min_cluster_size, "refine_steps": args.refine_steps}
+                "min_cluster_size": args.min_cluster_size, "refine_steps": args.refine_steps,
+                "n_neighbors": int(est.n_neighbors)}
         if args.fine_tune_steps and episodes is not None:
             # warm start: meta-train the loaded model on this protocol's episodes
             est.set_params(warm_start=True, episodes=episodes, n_steps=args.fine_tune_steps,
@@ -169,7 +174,8 @@ def get_model(args, dim: int, episodes=None):
     est.fit()
     info = {"train_steps": args.train_steps, "train_seconds": time.perf_counter() - t0,
             "final_loss": est.history_[-1]["loss"] if est.history_ else None, "lr": args.lr,
-            "min_cluster_size": args.min_cluster_size, "refine_steps": args.refine_steps}
+            "min_cluster_size": args.min_cluster_size, "refine_steps": args.refine_steps,
+            "n_neighbors": args.n_neighbors}
     if args.save_model:
         name = "chigac" if episodes is None else f"chigac-{episodes.describe()['kind']}"
         path = Path(args.save_model) / f"{name}-d{dim}.safetensors"
@@ -362,7 +368,7 @@ def run_b2(args) -> list[Path]:
 
     from graphclust.data.loaders import load_dataset
     from graphclust.data.synthetic import LabelledEpisodes, MixtureEpisodes
-    from siamese import SiameseEmbedder
+    from siamese import KNNPairMiner, SiameseEmbedder
 
     data = load_dataset(args.data, data_dir=args.data_dir)
     X, y = data.X, data.y
@@ -382,6 +388,7 @@ def run_b2(args) -> list[Path]:
         siamese_s = None
     else:
         emb = SiameseEmbedder(n_epochs=args.siamese_epochs, random_state=args.seed,
+                              miner=KNNPairMiner(mutual=args.siamese_mutual),
                               device=args.device, verbose=not args.quiet)
         Z = np.zeros((70_000, 10), dtype=np.float32)  # rows left out by --subsample stay 0
         Z[all_idx] = emb.fit_transform(X[all_idx])
@@ -402,7 +409,8 @@ def run_b2(args) -> list[Path]:
         Z[all_idx] = reduced
         umap_s = time.perf_counter() - t0
     dim = Z.shape[1]
-    space = "siamese" if not args.umap_dim else f"siamese-umap{args.umap_dim}"
+    space = "siamese-mutual" if args.siamese_mutual else "siamese"
+    space = space if not args.umap_dim else f"{space}-umap{args.umap_dim}"
 
     protocols = {}
     if "p1" in args.protocols:
@@ -435,6 +443,7 @@ def run_b2(args) -> list[Path]:
                 "dbi": float(davies_bouldin_score(Zs, labels)) if k_hat > 1 else None,
                 "n": int(idx.size), "seconds": seconds, "siamese_seconds": siamese_s,
                 "siamese_epochs": None if args.embeddings else args.siamese_epochs,
+                "siamese_mutual": None if args.embeddings else args.siamese_mutual,
                 "embeddings": args.embeddings, "umap_dim": args.umap_dim,
                 "umap_neighbors": args.umap_neighbors if args.umap_dim else None,
                 "umap_seconds": umap_s, "peak_rss_reset": reset,
@@ -467,7 +476,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n-min", type=int, default=50, help="smallest training episode")
     ap.add_argument("--n-max", type=int, default=300, help="largest training episode")
     ap.add_argument("--n-neighbors", type=int, default=None,
-                    help="J (default 15 for b1, 20 for b2)")
+                    help="J (default 15 for b1, 20 for b2); with --model it replaces the "
+                         "model's own J at inference")
     ap.add_argument("--max-clusters", type=int, default=100, help="K cap at inference")
     ap.add_argument("--min-cluster-size", type=number_or_share, default=None,
                     help="merge smaller clusters at inference: points, or a share of each "
@@ -503,6 +513,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--subsample", type=int, default=None,
                     help="b2: first N training rows (and N/6 test rows) only")
     ap.add_argument("--siamese-epochs", type=int, default=10)
+    ap.add_argument("--siamese-mutual", action="store_true",
+                    help="b2: only mutual raw-pixel neighbours as Siamese positives")
     ap.add_argument("--embeddings", default=None,
                     help="b2: a stored (70000, d) .npy of MNIST embeddings instead of "
                          "training the Siamese network here")
@@ -524,8 +536,12 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
+    # a J given with --model replaces the model's own at inference (the J ablation)
+    args.j_given = args.n_neighbors is not None
     if args.n_neighbors is None:
         args.n_neighbors = 20 if args.bench == "b2" else 15
+    if args.n_neighbors < 1:
+        raise SystemExit(f"--n-neighbors must be >= 1, got {args.n_neighbors}")
     if args.min_cluster_size is None:
         args.min_cluster_size = 5 if args.bench == "b2" else 1
     try:
@@ -543,6 +559,9 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("--refine-steps and --fine-tune-steps must be >= 0")
     if args.fine_tune_steps and (args.bench != "b2" or not args.model):
         raise SystemExit("--fine-tune-steps trains a --model on b2's episodes; give both")
+    if args.siamese_mutual and (args.bench != "b2" or args.embeddings):
+        raise SystemExit("--siamese-mutual trains b2's Siamese stage; it has no effect with "
+                         "--embeddings or outside b2")
     if args.umap_dim is not None and (args.bench != "b2" or args.umap_dim < 2):
         raise SystemExit("--umap-dim is a b2 option and needs at least 2 dimensions")
     if args.bench == "blobs" and args.methods and "kmeans" in args.methods:

@@ -132,6 +132,9 @@ class Settings:
         Neighbours per node of DGG's graph and of the spectral baseline's graph.
     siamese_epochs, siamese_neighbors :
         Siamese training epochs, and input-space neighbours used as its positives.
+    siamese_mutual : bool
+        Only mutual input-space neighbours as Siamese positives
+        (:class:`siamese.KNNPairMiner` ``mutual=True``).
     umap_neighbors : int
         UMAP's ``n_neighbors`` in the ``umap`` / ``umap-input`` starts.
     gmm_n_init : int
@@ -155,6 +158,7 @@ class Settings:
     n_neighbors: int = 20
     siamese_epochs: int = 10
     siamese_neighbors: int = 10
+    siamese_mutual: bool = False
     umap_neighbors: int = 20
     gmm_n_init: int = 1
     label_epochs: int = 0
@@ -554,7 +558,8 @@ def _graph_for_dgg(b: Bench, seed: int) -> tuple[KNNGraph | None, dict]:
     t0 = time.perf_counter()
     embedder = SiameseEmbedder(
         hidden=s.hidden, out_dim=s.latent_dim, n_epochs=s.siamese_epochs,
-        miner=KNNPairMiner(n_neighbors=n_pos, knn=_PrecomputedKNN(knn.indices)),
+        miner=KNNPairMiner(n_neighbors=n_pos, knn=_PrecomputedKNN(knn.indices),
+                           mutual=s.siamese_mutual),
         device=b.device, random_state=seed, verbose=b.args.verbose,
     )
     emb = embedder.fit_transform(X)
@@ -943,7 +948,7 @@ def resolve_settings(name: str, args: argparse.Namespace) -> Settings:
         "graph": args.graph, "n_neighbors": args.n_neighbors,
         "siamese_epochs": args.siamese_epochs, "siamese_neighbors": args.siamese_neighbors,
         "umap_neighbors": args.umap_neighbors, "gmm_n_init": args.gmm_n_init,
-        "label_epochs": args.label_epochs,
+        "label_epochs": args.label_epochs, "siamese_mutual": args.siamese_mutual,
     }
     over = {k: v for k, v in over.items() if v is not None}
     if args.grad_clip is not None:
@@ -991,6 +996,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--siamese-epochs", type=int, default=None)
     g.add_argument("--siamese-neighbors", type=int, default=None,
                    help="input-space neighbours used as Siamese positives")
+    g.add_argument("--siamese-mutual", action="store_true", default=None,
+                   help="only mutual input-space neighbours as Siamese positives")
     g.add_argument("--hidden", default=None, help="encoder widths, e.g. 500,500,2000")
     g.add_argument("--latent-dim", type=int, default=None)
     ap.add_argument("--knn-method", default="exact", choices=KNN_METHODS,

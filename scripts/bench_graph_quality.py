@@ -1,9 +1,15 @@
-"""Benchmark: neighbour-graph quality on MNIST, raw pixels vs the Siamese embedding, and memory.
+"""Benchmark: neighbour-graph quality on MNIST, raw pixels vs the Siamese embeddings, and memory.
 
 For each space the script builds the exact kNN graph (k = 100, our symmetric exact path),
 reports neighbour label purity at k = 10 / 20 / 100, the time of each stage and the
-Siamese training time. A second part runs ``graphclust build-graph`` with k = 100 in a
-subprocess and records its peak RSS (building and holding the graph).
+Siamese training time. Spaces (``--spaces``): ``raw`` pixels; ``siamese``, trained on the
+10 nearest raw neighbours as positives (the DGG recipe); ``siamese-mutual``, trained on the
+mutual ones only (``KNNPairMiner(mutual=True)``). The raw row also gives the label purity of
+the positive pairs each miner draws from. On MNIST (70,000 rows, the standard 60k/10k split)
+each space also reports the test accuracy of a 5-NN classifier fitted on the training rows'
+labels: a supervised ceiling for any clustering of that space. A second part runs
+``graphclust build-graph`` with k = 100 in a subprocess and records its peak RSS (building
+and holding the graph).
 
 Writes one JSON file per space under ``results/`` and prints a Markdown table.
 
@@ -22,14 +28,17 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _bench_common import command_line, peak_rss_mb, write_result  # noqa: E402
+import numpy as np
 
-from graphclust.data.loaders import load_dataset  # noqa: E402
-from graphclust.graph.knn import knn_search  # noqa: E402
-from graphclust.metrics import purity_curve  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _bench_common import command_line, peak_rss_mb, write_result
+
+from graphclust.data.loaders import load_dataset
+from graphclust.graph.knn import knn_search
+from graphclust.metrics import purity_curve
 
 KS = (10, 20, 100)
+SPACES = ("raw", "siamese", "siamese-mutual")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,7 +50,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="results")
     ap.add_argument("--skip-memory", action="store_true", help="skip the build-graph RSS run")
+    ap.add_argument("--spaces", default=",".join(SPACES),
+                    help=f"comma-separated subset of {','.join(SPACES)} (default all)")
     args = ap.parse_args(argv)
+    spaces = [t for t in args.spaces.split(",") if t]
+    unknown = sorted(set(spaces) - set(SPACES))
+    if unknown or not spaces:
+        ap.error(f"--spaces takes a subset of {SPACES}, got {args.spaces!r}")
 
     from siamese import KNNPairMiner, SiameseEmbedder
 
@@ -52,25 +67,32 @@ def main(argv: list[str] | None = None) -> int:
     command = command_line()
     rows = []
 
-    # raw pixels
+    # raw pixels (always searched: the Siamese positives come from it, no second search)
     t0 = time.perf_counter()
     knn = knn_search(X, max(KS), method="exact", progress=True)
     raw_s = time.perf_counter() - t0
-    pur = purity_curve(knn.indices, y, KS)
-    rows.append(("raw", pur, {"knn_s": raw_s}))
+    if "raw" in spaces:
+        rows.append(("raw", purity_curve(knn.indices, y, KS),
+                     {"knn_s": raw_s, **positive_pair_purity(knn.indices[:, :10], y),
+                      **knn_ceiling(X, y)}))
 
-    # Siamese embedding (positives from the raw kNN above: no second search)
-    t0 = time.perf_counter()
-    miner = KNNPairMiner(n_neighbors=10, knn=lambda _X, k: knn.indices[:, :k])
-    emb = SiameseEmbedder(miner=miner, n_epochs=args.siamese_epochs, random_state=args.seed)
-    Z = emb.fit_transform(X)
-    siamese_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    knn_z = knn_search(Z, max(KS), method="exact", progress=True)
-    z_s = time.perf_counter() - t0
-    rows.append(("siamese", purity_curve(knn_z.indices, y, KS),
-                 {"siamese_train_s": siamese_s, "knn_s": z_s, "siamese_epochs": args.siamese_epochs,
-                  "siamese_final_loss": float(emb.history_[-1])}))
+    for space in ("siamese", "siamese-mutual"):
+        if space not in spaces:
+            continue
+        t0 = time.perf_counter()
+        miner = KNNPairMiner(n_neighbors=10, knn=lambda _X, k: knn.indices[:, :k],
+                             mutual=space == "siamese-mutual")
+        emb = SiameseEmbedder(miner=miner, n_epochs=args.siamese_epochs, random_state=args.seed)
+        Z = emb.fit_transform(X)
+        siamese_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        knn_z = knn_search(Z, max(KS), method="exact", progress=True)
+        z_s = time.perf_counter() - t0
+        rows.append((space, purity_curve(knn_z.indices, y, KS),
+                     {"siamese_train_s": siamese_s, "knn_s": z_s,
+                      "siamese_epochs": args.siamese_epochs,
+                      "siamese_positive_anchors": int(emb.miner_.n_anchors_),
+                      "siamese_final_loss": float(emb.history_[-1]), **knn_ceiling(Z, y)}))
 
     for space, pur, extra in rows:
         metrics = {f"purity_at_{k}": v for k, v in pur.items()}
@@ -82,15 +104,47 @@ def main(argv: list[str] | None = None) -> int:
             model=space, metrics=metrics, wall_s=wall, peak_rss_mb=peak_rss_mb(), command=command,
         )
 
-    print("\n| space | purity@10 | purity@20 | purity@100 | train (s) | kNN k=100 (s) |")
-    print("|---|---|---|---|---|---|")
+    print("\n| space | purity@10 | purity@20 | purity@100 | 5-NN test ACC | train (s) | "
+          "kNN k=100 (s) |")
+    print("|---|---|---|---|---|---|---|")
     for space, pur, extra in rows:
+        ceiling = extra.get("knn5_test_acc")
         print(f"| {space} | {pur[10]:.4f} | {pur[20]:.4f} | {pur[100]:.4f} | "
+              f"{'–' if ceiling is None else f'{ceiling:.4f}'} | "
               f"{extra.get('siamese_train_s', 0):.1f} | {extra['knn_s']:.1f} |")
+    if "raw" in spaces:
+        m = rows[0][2]
+        print(f"\nSiamese positives from the raw 10-NN: all pairs {m['pair_purity_all']:.4f} "
+              f"same-label, mutual pairs {m['pair_purity_mutual']:.4f} "
+              f"({m['mutual_anchor_share']:.4f} of the points have one)")
 
     if not args.skip_memory:
         _memory_run(args, name, command)
     return 0
+
+
+def positive_pair_purity(indices: np.ndarray, y: np.ndarray) -> dict[str, float]:
+    """Label purity of the pairs ``(i, indices[i, c])``, all of them and the mutual ones.
+
+    A pair is mutual when ``i`` is also in row ``indices[i, c]``. Also returns the share of
+    points that have at least one mutual neighbour (the mutual miner's positive anchors).
+    """
+    n = indices.shape[0]
+    mutual = (indices[indices] == np.arange(n)[:, None, None]).any(-1)
+    same = y[indices] == y[:, None]
+    return {"pair_purity_all": float(same.mean()),
+            "pair_purity_mutual": float(same[mutual].mean()),
+            "mutual_anchor_share": float(mutual.any(1).mean())}
+
+
+def knn_ceiling(Z: np.ndarray, y: np.ndarray, n_train: int = 60_000) -> dict[str, float]:
+    """5-NN classifier accuracy on MNIST-test, fitted on MNIST-train labels (70k rows only)."""
+    if Z.shape[0] != 70_000:
+        return {}
+    from sklearn.neighbors import KNeighborsClassifier
+
+    clf = KNeighborsClassifier(5).fit(Z[:n_train], y[:n_train])
+    return {"knn5_test_acc": float((clf.predict(Z[n_train:]) == y[n_train:]).mean())}
 
 
 def _memory_run(args, name: str, command: str) -> None:

@@ -44,6 +44,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--siamese-epochs", type=int, default=10, help="Siamese training epochs (default 10)")
     p.add_argument("--siamese-neighbors", type=int, default=10,
                    help="input-space neighbours used as Siamese positives (default 10)")
+    p.add_argument("--siamese-mutual", action="store_true",
+                   help="only mutual input-space neighbours as Siamese positives (purer pairs)")
     p.add_argument("--labels", default=None, help="optional labels file (.npy/.txt) for purity reports")
     p.add_argument("--data-dir", default=None,
                    help="folder with benchmark files (default: $GRAPHCLUST_DATA_DIR or ~/.cache/graphclust)")
@@ -111,7 +113,8 @@ def run(args: argparse.Namespace) -> int:
 
         t0 = time.perf_counter()
         embedder = SiameseEmbedder(
-            miner=KNNPairMiner(n_neighbors=min(args.siamese_neighbors, X.shape[0] - 1)),
+            miner=KNNPairMiner(n_neighbors=min(args.siamese_neighbors, X.shape[0] - 1),
+                               mutual=args.siamese_mutual),
             n_epochs=args.siamese_epochs, device=args.device, random_state=args.seed,
             verbose=verbose,
         )

@@ -50,6 +50,14 @@ def test_build_graph_siamese_writes_embedder(tmp_path):
     g = KNNGraph.load(out)
     assert g.meta["embedder"] == "siamese" and g.k == 4
     np.testing.assert_allclose(g.weights.sum(1), 1.0, rtol=1e-5)
+    # mutual-neighbour positives: recorded in the config, and a different embedding
+    out2 = tmp_path / "m.npz"
+    assert main(["build-graph", str(path), "--k", "4", "--method", "torch", "--siamese-epochs",
+                 "2", "--siamese-neighbors", "3", "--siamese-mutual", "-o", str(out2), "-q"]) == 0
+    config = json.loads((tmp_path / "m.config.json").read_text())
+    assert config["args"]["siamese_mutual"] is True
+    assert json.loads((tmp_path / "s.config.json").read_text())["args"]["siamese_mutual"] is False
+    assert not np.array_equal(KNNGraph.load(out2).distances, g.distances)
 
 
 @pytest.mark.parametrize(

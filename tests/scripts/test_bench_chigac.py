@@ -44,6 +44,20 @@ def test_blobs_and_b1_write_one_file_per_method(bench, tmp_path):
     (merged,) = load((tmp_path / "merged").glob("*.json"))
     assert merged["model"] == "chigac-min5-refine8"  # the default refinement, named
     assert merged["metrics"]["min_cluster_size"] == 5 and merged["metrics"]["refine_steps"] == 8
+    assert merged["metrics"]["n_neighbors"] == 15  # the model's own J
+    # a J given with --model replaces the model's own at inference, and is named; a share of
+    # each set's points as the merge threshold is named by its value
+    assert bench.main(["blobs", "--sizes", "60", "--n-sets", "2", "--methods", "chigac",
+                       "--n-neighbors", "7", "--min-cluster-size", "0.05", "--model",
+                       str(saved / "chigac-d2.safetensors"), "--out", str(tmp_path / "j7"),
+                       "-q"]) == 0
+    (j7,) = load((tmp_path / "j7").glob("*.json"))
+    assert j7["model"] == "chigac-min0.05-refine8-J7"
+    assert j7["metrics"]["n_neighbors"] == 7 and j7["metrics"]["min_cluster_size"] == 0.05
+    for bad in (["--n-neighbors", "0"], ["--min-cluster-size", "1.5"]):
+        with pytest.raises(SystemExit):
+            bench.main(["blobs", *bad, "--out", str(tmp_path / "bad")])
+    assert not (tmp_path / "bad").exists()
     results = load(sorted(tmp_path.glob("*.json")))
     by = {(r["benchmark"], r["model"]): r for r in results}
     assert set(by) == {("chigac-s1", "chigac"), ("chigac-s1", "dpgmm"),
@@ -135,5 +149,8 @@ def test_b2_umap_reduction_saved_embeddings_and_model_dim_check(bench, tmp_path,
     assert m["fine_tune_steps"] == 1 and m["train_seconds"] > 0 and m["model_file"] == str(model)
     with pytest.raises(SystemExit, match="--fine-tune-steps trains a --model"):
         bench.main(["b2", *common, "--fine-tune-steps", "3", "--out", str(tmp_path / "r5")])
+    with pytest.raises(SystemExit, match="--siamese-mutual trains b2's Siamese stage"):
+        bench.main(["b2", *common, "--embeddings", str(saved), "--siamese-mutual",
+                    "--out", str(tmp_path / "r6")])
     with pytest.raises(SystemExit, match="--umap-dim is a b2 option"):
         bench.main(["blobs", "--umap-dim", "2", "--out", str(tmp_path / "r3")])
