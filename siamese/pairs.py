@@ -284,8 +284,11 @@ class KNNPairMiner(_BaseMiner):
         idx = np.ascontiguousarray(idx, dtype=np.int64)
         count = np.full(n, self.n_neighbors, dtype=np.int64)
         if self.mutual:
-            # entry (i, c) is mutual when i is among the neighbours of j = idx[i, c]
-            is_mutual = (idx[idx] == np.arange(n)[:, None, None]).any(-1)
+            # entry (i, c) is mutual when the reversed edge (j, i), j = idx[i, c], is an edge
+            # too; edge keys i * n + j keep this O(n k) in memory
+            rows = np.repeat(np.arange(n, dtype=np.int64), self.n_neighbors)
+            keys = rows * n + idx.ravel()
+            is_mutual = np.isin(idx.ravel() * n + rows, keys).reshape(n, self.n_neighbors)
             order = np.argsort(~is_mutual, axis=1, kind="stable")  # mutual first, in order
             idx = np.take_along_axis(idx, order, axis=1)
             count = is_mutual.sum(1)
