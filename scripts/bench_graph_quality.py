@@ -36,6 +36,7 @@ from _bench_common import command_line, peak_rss_mb, write_result
 from graphclust.data.loaders import load_dataset
 from graphclust.graph.knn import knn_search
 from graphclust.metrics import purity_curve
+from siamese.pairs import mutual_neighbors
 
 KS = (10, 20, 100)
 SPACES = ("raw", "siamese", "siamese-mutual")
@@ -129,8 +130,7 @@ def positive_pair_purity(indices: np.ndarray, y: np.ndarray) -> dict[str, float]
     A pair is mutual when ``i`` is also in row ``indices[i, c]``. Also returns the share of
     points that have at least one mutual neighbour (the mutual miner's positive anchors).
     """
-    n = indices.shape[0]
-    mutual = (indices[indices] == np.arange(n)[:, None, None]).any(-1)
+    mutual = mutual_neighbors(indices)
     same = y[indices] == y[:, None]
     return {"pair_purity_all": float(same.mean()),
             "pair_purity_mutual": float(same[mutual].mean()),

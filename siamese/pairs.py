@@ -182,6 +182,29 @@ def _default_knn(X: np.ndarray, k: int, method: str, device: str):
 
 
 # --------------------------------------------------------------------------- miners
+def mutual_neighbors(indices: np.ndarray) -> np.ndarray:
+    """Which kNN entries are mutual: ``out[i, c]`` is True when ``i`` is in row ``indices[i, c]``.
+
+    Parameters
+    ----------
+    indices : ndarray of shape (n, k), integer
+        Neighbour lists (``indices[i]`` holds row ids in ``[0, n)``).
+
+    Returns
+    -------
+    ndarray of shape (n, k), bool
+
+    Notes
+    -----
+    Each edge ``(i, j)`` is keyed ``i * n + j`` and looked up reversed, so memory stays
+    O(n k) (no ``(n, k, k)`` comparison).
+    """
+    idx = np.asarray(indices, dtype=np.int64)
+    n, k = idx.shape
+    rows = np.repeat(np.arange(n, dtype=np.int64), k)
+    return np.isin(idx.ravel() * n + rows, rows * n + idx.ravel()).reshape(n, k)
+
+
 class KNNPairMiner(_BaseMiner):
     """Positives from input-space nearest neighbours, negatives uniformly at random (DGG).
 
@@ -284,11 +307,7 @@ class KNNPairMiner(_BaseMiner):
         idx = np.ascontiguousarray(idx, dtype=np.int64)
         count = np.full(n, self.n_neighbors, dtype=np.int64)
         if self.mutual:
-            # entry (i, c) is mutual when the reversed edge (j, i), j = idx[i, c], is an edge
-            # too; edge keys i * n + j keep this O(n k) in memory
-            rows = np.repeat(np.arange(n, dtype=np.int64), self.n_neighbors)
-            keys = rows * n + idx.ravel()
-            is_mutual = np.isin(idx.ravel() * n + rows, keys).reshape(n, self.n_neighbors)
+            is_mutual = mutual_neighbors(idx)
             order = np.argsort(~is_mutual, axis=1, kind="stable")  # mutual first, in order
             idx = np.take_along_axis(idx, order, axis=1)
             count = is_mutual.sum(1)

@@ -974,8 +974,7 @@ def infer_clusters(model: ChigacModel, data, max_clusters: int = 100,
     was = model.training
     model.eval()
     try:
-        return _infer(model, data, int(max_clusters), check_min_cluster_size(min_cluster_size),
-                      sample_anchors,
+        return _infer(model, data, int(max_clusters), min_cluster_size, sample_anchors,
                       generator, int(refine_steps))
     finally:
         model.train(was)

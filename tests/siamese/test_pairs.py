@@ -7,6 +7,7 @@ import torch
 from graphclust.graph.knn import knn_torch
 from graphclust.utils import GraphclustError
 from siamese import KNNPairMiner, LabelPairMiner, PairBatch, PairMiner
+from siamese.pairs import mutual_neighbors
 
 
 @pytest.fixture
@@ -117,6 +118,16 @@ def test_mutual_knn_positives_match_a_brute_force_reference(X):
     a = KNNPairMiner(n_neighbors=k).prepare(X).sample(None, _gen(3))
     b = KNNPairMiner(n_neighbors=k, mutual=False).prepare(X).sample(None, _gen(3))
     assert torch.equal(a.left, b.left) and torch.equal(a.right, b.right)
+
+
+def test_mutual_neighbors_equals_the_dense_comparison():
+    rng = np.random.default_rng(5)
+    n, k = 60, 6
+    indices = np.array([rng.choice(np.delete(np.arange(n), i), k, replace=False)
+                        for i in range(n)])
+    dense = (indices[indices] == np.arange(n)[:, None, None]).any(-1)  # (n, k, k) reference
+    np.testing.assert_array_equal(mutual_neighbors(indices), dense)
+    assert mutual_neighbors(np.array([[1], [0], [1]])).tolist() == [[True], [True], [False]]
 
 
 def test_mutual_knn_errors():
