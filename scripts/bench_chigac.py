@@ -366,6 +366,7 @@ def run_b2(args) -> list[Path]:
     from sklearn.cluster import KMeans
     from sklearn.metrics import davies_bouldin_score
 
+    from graphclust.data.augment import default_augmenter
     from graphclust.data.loaders import load_dataset
     from graphclust.data.synthetic import LabelledEpisodes, MixtureEpisodes
     from siamese import KNNPairMiner, SiameseEmbedder
@@ -389,6 +390,8 @@ def run_b2(args) -> list[Path]:
     else:
         emb = SiameseEmbedder(n_epochs=args.siamese_epochs, random_state=args.seed,
                               miner=KNNPairMiner(mutual=args.siamese_mutual),
+                              augment=(default_augmenter(data.image_shape)
+                                       if args.siamese_augment else None),
                               device=args.device, verbose=not args.quiet)
         Z = np.zeros((70_000, 10), dtype=np.float32)  # rows left out by --subsample stay 0
         Z[all_idx] = emb.fit_transform(X[all_idx])
@@ -410,6 +413,7 @@ def run_b2(args) -> list[Path]:
         umap_s = time.perf_counter() - t0
     dim = Z.shape[1]
     space = "siamese-mutual" if args.siamese_mutual else "siamese"
+    space = f"{space}-augment" if args.siamese_augment else space
     space = space if not args.umap_dim else f"{space}-umap{args.umap_dim}"
 
     protocols = {}
@@ -444,6 +448,7 @@ def run_b2(args) -> list[Path]:
                 "n": int(idx.size), "seconds": seconds, "siamese_seconds": siamese_s,
                 "siamese_epochs": None if args.embeddings else args.siamese_epochs,
                 "siamese_mutual": None if args.embeddings else args.siamese_mutual,
+                "siamese_augment": None if args.embeddings else args.siamese_augment,
                 "embeddings": args.embeddings, "umap_dim": args.umap_dim,
                 "umap_neighbors": args.umap_neighbors if args.umap_dim else None,
                 "umap_seconds": umap_s, "peak_rss_reset": reset,
@@ -515,6 +520,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--siamese-epochs", type=int, default=10)
     ap.add_argument("--siamese-mutual", action="store_true",
                     help="b2: only mutual raw-pixel neighbours as Siamese positives")
+    ap.add_argument("--siamese-augment", action="store_true",
+                    help="b2: shift and rotate both arms of every Siamese pair")
     ap.add_argument("--embeddings", default=None,
                     help="b2: a stored (70000, d) .npy of MNIST embeddings instead of "
                          "training the Siamese network here")
@@ -559,9 +566,10 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("--refine-steps and --fine-tune-steps must be >= 0")
     if args.fine_tune_steps and (args.bench != "b2" or not args.model):
         raise SystemExit("--fine-tune-steps trains a --model on b2's episodes; give both")
-    if args.siamese_mutual and (args.bench != "b2" or args.embeddings):
-        raise SystemExit("--siamese-mutual trains b2's Siamese stage; it has no effect with "
-                         "--embeddings or outside b2")
+    for flag in ("siamese_mutual", "siamese_augment"):
+        if getattr(args, flag) and (args.bench != "b2" or args.embeddings):
+            raise SystemExit(f"--{flag.replace('_', '-')} trains b2's Siamese stage; it has no "
+                             "effect with --embeddings or outside b2")
     if args.umap_dim is not None and (args.bench != "b2" or args.umap_dim < 2):
         raise SystemExit("--umap-dim is a b2 option and needs at least 2 dimensions")
     if args.bench == "blobs" and args.methods and "kmeans" in args.methods:

@@ -135,6 +135,9 @@ class Settings:
     siamese_mutual : bool
         Only mutual input-space neighbours as Siamese positives
         (:class:`siamese.KNNPairMiner` ``mutual=True``).
+    siamese_augment : bool
+        Augment both arms of every Siamese pair (``default_augmenter`` of the data: shifts and
+        rotations for images).
     umap_neighbors : int
         UMAP's ``n_neighbors`` in the ``umap`` / ``umap-input`` starts.
     gmm_n_init : int
@@ -159,6 +162,7 @@ class Settings:
     siamese_epochs: int = 10
     siamese_neighbors: int = 10
     siamese_mutual: bool = False
+    siamese_augment: bool = False
     umap_neighbors: int = 20
     gmm_n_init: int = 1
     label_epochs: int = 0
@@ -551,6 +555,7 @@ def _graph_for_dgg(b: Bench, seed: int) -> tuple[KNNGraph | None, dict]:
         graph = build_knn_graph(X, s.n_neighbors, kernel="gaussian", knn=knn, meta=meta)
         stages["knn_graph"] = time.perf_counter() - t0
         return graph, stages
+    from graphclust.data.augment import default_augmenter
     from siamese import KNNPairMiner, SiameseEmbedder
 
     n_pos = min(s.siamese_neighbors, X.shape[0] - 1)
@@ -560,6 +565,7 @@ def _graph_for_dgg(b: Bench, seed: int) -> tuple[KNNGraph | None, dict]:
         hidden=s.hidden, out_dim=s.latent_dim, n_epochs=s.siamese_epochs,
         miner=KNNPairMiner(n_neighbors=n_pos, knn=_PrecomputedKNN(knn.indices),
                            mutual=s.siamese_mutual),
+        augment=default_augmenter(b.data.image_shape) if s.siamese_augment else None,
         device=b.device, random_state=seed, verbose=b.args.verbose,
     )
     emb = embedder.fit_transform(X)
@@ -949,6 +955,7 @@ def resolve_settings(name: str, args: argparse.Namespace) -> Settings:
         "siamese_epochs": args.siamese_epochs, "siamese_neighbors": args.siamese_neighbors,
         "umap_neighbors": args.umap_neighbors, "gmm_n_init": args.gmm_n_init,
         "label_epochs": args.label_epochs, "siamese_mutual": args.siamese_mutual,
+        "siamese_augment": args.siamese_augment,
     }
     over = {k: v for k, v in over.items() if v is not None}
     if args.grad_clip is not None:
@@ -998,6 +1005,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="input-space neighbours used as Siamese positives")
     g.add_argument("--siamese-mutual", action="store_true", default=None,
                    help="only mutual input-space neighbours as Siamese positives")
+    g.add_argument("--siamese-augment", action="store_true", default=None,
+                   help="augment both arms of every Siamese pair (images: shifts, rotations)")
     g.add_argument("--hidden", default=None, help="encoder widths, e.g. 500,500,2000")
     g.add_argument("--latent-dim", type=int, default=None)
     ap.add_argument("--knn-method", default="exact", choices=KNN_METHODS,

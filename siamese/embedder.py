@@ -92,6 +92,12 @@ class SiameseEmbedder(TransformerMixin, BaseEstimator):
         Seeds the weight initialisation and the pair sampling (local generators only).
     verbose : bool, default True
         Show a progress bar over epochs with the current loss.
+    augment : callable, optional
+        ``augment(x, generator) -> x'``: a random transform applied afresh to both arms of
+        every training pair (e.g. :class:`graphclust.data.augment.ImageAugment`, small
+        shifts and rotations of images), so that the embedding also becomes invariant to it.
+        It must return a tensor of ``x``'s shape; its randomness comes only from the given
+        generator (seeded from ``random_state``). ``transform`` never augments. Default: none.
     distributed : DistContext, optional
         Train data-parallel in every process of a torchrun job (from
         :func:`graphclust.distributed.init_distributed`; its device replaces ``device``).
@@ -139,6 +145,7 @@ class SiameseEmbedder(TransformerMixin, BaseEstimator):
         random_state: int | np.random.Generator | None = None,
         verbose: bool = True,
         distributed: Any = None,
+        augment: Any = None,
     ) -> None:
         self.hidden = hidden
         self.out_dim = out_dim
@@ -157,6 +164,7 @@ class SiameseEmbedder(TransformerMixin, BaseEstimator):
         self.random_state = random_state
         self.verbose = verbose
         self.distributed = distributed
+        self.augment = augment
 
     # ------------------------------------------------------------------ fitting
     def _validate_params(self) -> None:
@@ -168,6 +176,11 @@ class SiameseEmbedder(TransformerMixin, BaseEstimator):
         _check_number("weight_decay", self.weight_decay, strict=False)
         _check_number("lr_step", self.lr_step, integer=True)
         _check_number("lr_gamma", self.lr_gamma)
+        if self.augment is not None and not callable(self.augment):
+            raise GraphclustError(
+                "augment must be a callable (x, generator) -> x' such as "
+                f"graphclust.data.augment.ImageAugment, got {type(self.augment).__name__}"
+            )
         if self.miner is not None and not (
             callable(getattr(self.miner, "prepare", None)) and callable(getattr(self.miner, "sample", None))
         ):
@@ -203,6 +216,8 @@ class SiameseEmbedder(TransformerMixin, BaseEstimator):
         dev = resolve_device(self.device) if dist is None else dist.device
         rng = check_random_state(self.random_state)
         init_gen, pair_gen = torch_generator(rng), torch_generator(rng)
+        # drawn last, and only when used, so runs without augmentation are unchanged
+        arms = _Arms(self.augment, torch_generator(rng) if self.augment is not None else None)
 
         network = MLPEmbedding(
             X.shape[1], self.hidden, self.out_dim, self.activation, self.batch_norm,
@@ -237,10 +252,11 @@ class SiameseEmbedder(TransformerMixin, BaseEstimator):
             order = torch.randperm(pairs.n_pairs, generator=pair_gen)
             pairs = pairs.select(order).to(dev)
             if dist is None:
-                loss = _train_epoch(network, loss_fn, optimizer, Xt, pairs, int(self.batch_size))
+                loss = _train_epoch(network, loss_fn, optimizer, Xt, pairs, int(self.batch_size),
+                                    arms)
             else:
                 loss = _train_epoch_sharded(trained, loss_fn, optimizer, Xt, pairs,
-                                            int(self.batch_size), dist)
+                                            int(self.batch_size), dist, arms)
             if not np.isfinite(loss):
                 raise GraphclustError(
                     f"the contrastive loss became {loss} in epoch {epoch + 1}; lower lr "
@@ -327,6 +343,7 @@ class SiameseEmbedder(TransformerMixin, BaseEstimator):
         params["device"] = str(params["device"])
         params.pop("miner")
         params.pop("distributed", None)
+        params.pop("augment", None)  # a training-time callable: described below, not restored
         rs = params["random_state"]
         params["random_state"] = int(rs) if isinstance(rs, (int, np.integer)) else None
         doc = {
@@ -334,6 +351,7 @@ class SiameseEmbedder(TransformerMixin, BaseEstimator):
             "format_version": _FORMAT_VERSION,
             "params": params,
             "miner": repr(self.miner_),
+            "augment": None if self.augment is None else repr(self.augment),
             "n_features_in": self.n_features_in_,
             "history": [float(v) for v in self.history_],
         }
@@ -357,8 +375,8 @@ class SiameseEmbedder(TransformerMixin, BaseEstimator):
         -------
         SiameseEmbedder
             Fitted; ``transform`` gives the same embeddings as before saving.
-            ``miner`` is None and ``miner_`` is not set (the saved file describes the
-            miner in its metadata only; pass a miner to refit).
+            ``miner`` and ``augment`` are None and ``miner_`` is not set (the saved file
+            describes them in its metadata only; pass them to refit).
 
         Raises
         ------
@@ -400,7 +418,7 @@ class SiameseEmbedder(TransformerMixin, BaseEstimator):
             )
 
         known = cls().get_params(deep=False)
-        params = {k: v for k, v in params.items() if k in known and k not in ("miner", "distributed")}
+        params = {k: v for k, v in params.items() if k in known and k not in ("miner", "distributed", "augment")}
         params["hidden"] = tuple(params.get("hidden", known["hidden"]))
         params["device"] = device
         est = cls(**params)
@@ -421,6 +439,26 @@ class SiameseEmbedder(TransformerMixin, BaseEstimator):
         return est
 
 
+class _Arms:
+    """The input rows of a batch of pairs, left arm then right, augmented when asked."""
+
+    def __init__(self, augment: Any = None, generator: torch.Generator | None = None) -> None:
+        self.augment, self.generator = augment, generator
+
+    def __call__(self, X: torch.Tensor, batch: PairBatch) -> torch.Tensor:
+        rows = X[torch.cat([batch.left, batch.right])]
+        if self.augment is None:
+            return rows
+        out = self.augment(rows, self.generator)
+        if not isinstance(out, torch.Tensor) or out.shape != rows.shape:
+            raise GraphclustError(
+                f"augment returned {type(out).__name__} of shape {tuple(getattr(out, 'shape', ()))} "
+                f"for a batch of shape {tuple(rows.shape)}; it must return a tensor of the "
+                "input's shape"
+            )
+        return out.to(rows.dtype)
+
+
 def _train_epoch(
     network: torch.nn.Module,
     loss_fn: ContrastiveLoss,
@@ -428,8 +466,10 @@ def _train_epoch(
     X: torch.Tensor,
     pairs: PairBatch,
     batch_size: int,
+    arms: _Arms | None = None,
 ) -> float:
     """One pass over ``pairs`` (already shuffled, on X's device); returns the mean loss."""
+    arms = arms or _Arms()
     network.train()
     guard = SubnormalGuard(optimizer)
     total = torch.zeros((), dtype=torch.float64, device=X.device)
@@ -437,7 +477,7 @@ def _train_epoch(
         batch = pairs.select(slice(start, start + batch_size))
         b = batch.n_pairs
         # both arms in one forward pass (shared weights, shared batch-norm statistics)
-        emb = network(X[torch.cat([batch.left, batch.right])])
+        emb = network(arms(X, batch))
         loss = loss_fn(emb[:b], emb[b:], batch.target)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -456,13 +496,17 @@ def _train_epoch_sharded(
     pairs: PairBatch,
     batch_size: int,
     dist: Any,
+    arms: _Arms | None = None,
 ) -> float:
     """:func:`_train_epoch` with each step's pairs split over ranks (``model`` is DDP).
 
     Rank ``r`` of ``W`` takes the contiguous pairs ``[b r / W, b (r+1) / W)`` of every step's
     ``b`` pairs; its mean loss is weighted by ``W * b_r / b`` so that DDP's gradient average
     is the mean over all ``b`` pairs. Returns the mean loss over all pairs (same on every rank).
+    With augmentation every rank augments the whole step (same generator on every rank), then
+    keeps its share, so the trajectory matches one process.
     """
+    arms = arms or _Arms()
     model.train()
     guard = SubnormalGuard(optimizer)
     W = dist.world_size
@@ -471,10 +515,16 @@ def _train_epoch_sharded(
     for start in range(0, pairs.n_pairs, batch_size):
         batch = pairs.select(slice(start, start + batch_size))
         b = batch.n_pairs
-        part = batch.select(dist.shard(b))
+        share = dist.shard(b)
+        part = batch.select(share)
         br = part.n_pairs
+        if arms.augment is not None:
+            rows = arms(X, batch)
+            rows = torch.cat([rows[:b][share], rows[b:][share]])
+        else:
+            rows = arms(X, part)
         if br > 0:
-            emb = model(X[torch.cat([part.left, part.right])])
+            emb = model(rows)
             loss = loss_fn(emb[:br], emb[br:], part.target)
             total += loss.detach().double() * br
             loss = loss * (W * br / b)

@@ -46,6 +46,9 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="input-space neighbours used as Siamese positives (default 10)")
     p.add_argument("--siamese-mutual", action="store_true",
                    help="only mutual input-space neighbours as Siamese positives (purer pairs)")
+    p.add_argument("--siamese-augment", action="store_true",
+                   help="augment both arms of every Siamese pair (images: shifts of up to 2 px "
+                        "and rotations of up to 10 degrees; other rows: masking and noise)")
     p.add_argument("--labels", default=None, help="optional labels file (.npy/.txt) for purity reports")
     p.add_argument("--data-dir", default=None,
                    help="folder with benchmark files (default: $GRAPHCLUST_DATA_DIR or ~/.cache/graphclust)")
@@ -109,12 +112,14 @@ def run(args: argparse.Namespace) -> int:
     embedder = None
     space = X
     if args.embedder == "siamese":
+        from graphclust.data.augment import default_augmenter
         from siamese import KNNPairMiner, SiameseEmbedder
 
         t0 = time.perf_counter()
         embedder = SiameseEmbedder(
             miner=KNNPairMiner(n_neighbors=min(args.siamese_neighbors, X.shape[0] - 1),
                                mutual=args.siamese_mutual),
+            augment=default_augmenter(data.image_shape) if args.siamese_augment else None,
             n_epochs=args.siamese_epochs, device=args.device, random_state=args.seed,
             verbose=verbose,
         )

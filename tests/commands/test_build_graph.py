@@ -58,6 +58,12 @@ def test_build_graph_siamese_writes_embedder(tmp_path):
     assert config["args"]["siamese_mutual"] is True
     assert json.loads((tmp_path / "s.config.json").read_text())["args"]["siamese_mutual"] is False
     assert not np.array_equal(KNNGraph.load(out2).distances, g.distances)
+    # augmented pairs (masking and noise for non-image rows): recorded, and another embedding
+    out3 = tmp_path / "a.npz"
+    assert main(["build-graph", str(path), "--k", "4", "--method", "torch", "--siamese-epochs",
+                 "2", "--siamese-neighbors", "3", "--siamese-augment", "-o", str(out3), "-q"]) == 0
+    assert json.loads((tmp_path / "a.config.json").read_text())["args"]["siamese_augment"] is True
+    assert not np.array_equal(KNNGraph.load(out3).distances, g.distances)
 
 
 @pytest.mark.parametrize(

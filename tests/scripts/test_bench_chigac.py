@@ -121,7 +121,7 @@ def test_b2_umap_reduction_saved_embeddings_and_model_dim_check(bench, tmp_path,
     saved = tmp_path / "siamese.npy"
     common = ["--data-dir", str(shared_data_dir), "--subsample", "600", "--threads", "1", "-q"]
     assert bench.main(["b2", *common, "--siamese-epochs", "1", "--save-embeddings", str(saved),
-                       "--umap-dim", "2", "--umap-neighbors", "7", "--protocols", "p2", "--tiny",
+                       "--siamese-augment", "--umap-dim", "2", "--umap-neighbors", "7", "--protocols", "p2", "--tiny",
                        "--train-steps", "2", "--n-min", "30", "--n-max", "40",
                        "--save-model", str(tmp_path / "m"), "--out", str(tmp_path / "r")]) == 0
     Z = np.load(saved)
@@ -129,10 +129,10 @@ def test_b2_umap_reduction_saved_embeddings_and_model_dim_check(bench, tmp_path,
     assert np.abs(Z[:600]).sum(1).min() > 0 and not Z[600:60_000].any()  # only the rows used
     assert seen["n_components"] == 2 and seen["n_neighbors"] == 7 and seen["rows"] == 700
     results = {(r["dataset"], r["model"]): r for r in load((tmp_path / "r").glob("*.json"))}
-    assert set(results) == {(f"mnist-siamese-umap2-{split}", m)
+    assert set(results) == {(f"mnist-siamese-augment-umap2-{split}", m)
                             for split in ("test", "all") for m in ("kmeans", "chigac-p2")}
-    m = results["mnist-siamese-umap2-test", "chigac-p2"]["metrics"]
-    assert m["umap_dim"] == 2 and m["umap_seconds"] > 0 and m["n"] == 100
+    m = results["mnist-siamese-augment-umap2-test", "chigac-p2"]["metrics"]
+    assert m["siamese_augment"] is True and m["umap_dim"] == 2 and m["umap_seconds"] > 0 and m["n"] == 100
     assert 0.0 <= m["acc"] <= 1.0 and m["k_hat"] >= 1
     # a stored model must fit the reduced dimension; a 2-d model on the 10-d embeddings is refused
     model = tmp_path / "m" / "chigac-mixture-d2.safetensors"
@@ -152,5 +152,7 @@ def test_b2_umap_reduction_saved_embeddings_and_model_dim_check(bench, tmp_path,
     with pytest.raises(SystemExit, match="--siamese-mutual trains b2's Siamese stage"):
         bench.main(["b2", *common, "--embeddings", str(saved), "--siamese-mutual",
                     "--out", str(tmp_path / "r6")])
+    with pytest.raises(SystemExit, match="--siamese-augment trains b2's Siamese stage"):
+        bench.main(["b1", "--siamese-augment", "--out", str(tmp_path / "r7")])
     with pytest.raises(SystemExit, match="--umap-dim is a b2 option"):
         bench.main(["blobs", "--umap-dim", "2", "--out", str(tmp_path / "r3")])

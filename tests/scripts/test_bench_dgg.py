@@ -130,7 +130,7 @@ def test_end_to_end_on_a_reuters10k_shaped_fixture(bench, tmp_path, capsys):
         "--data", "reuters10k", "--data-dir", str(tmp_path), "--seeds", "2",
         "--methods", "kmeans,spectral,dgg,vade,tuple-epoch",
         "--hidden", "32,32", "--epochs", "1", "--pretrain-epochs", "1",
-        "--siamese-epochs", "1", "--siamese-mutual", "--init", "gmm", "--batch-size", "16",
+        "--siamese-epochs", "1", "--siamese-mutual", "--siamese-augment", "--init", "gmm", "--batch-size", "16",
         "--tuple-batches", "1", "--device", "cpu", "--out", str(out), "--quiet",
         "--table", str(tmp_path / "table.md"),
     ])
@@ -160,7 +160,7 @@ def test_end_to_end_on_a_reuters10k_shaped_fixture(bench, tmp_path, capsys):
     assert [p["epoch"] for p in dgg["curve"]] == [0, 1]
     assert dgg["curve"][1]["elapsed_s"] > dgg["curve"][0]["elapsed_s"] > 0
     assert dgg["epochs"] == 1 and dgg["paper_epochs"] == 300 and dgg["fewer_epochs_than_paper"]
-    assert dgg["settings"]["siamese_mutual"] is True
+    assert dgg["settings"]["siamese_mutual"] is True and dgg["settings"]["siamese_augment"] is True
 
     tup = records["tuple-epoch"]["metrics"]
     assert tup["extrapolated"] is True and tup["timed_batches"] == 1

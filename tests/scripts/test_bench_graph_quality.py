@@ -38,12 +38,15 @@ def test_end_to_end_writes_one_file_per_space(bench, tmp_path, capsys):
                        "--skip-memory", "--out", str(out)]) == 0
     records = {json.loads(p.read_text())["model"]: json.loads(p.read_text())
                for p in out.glob("*.json")}
-    assert sorted(records) == ["raw", "siamese", "siamese-mutual"]
+    assert sorted(records) == ["raw", "siamese", "siamese-augment", "siamese-mutual"]
     raw = records["raw"]["metrics"]
     assert raw["purity_at_10"] == 1.0 and raw["pair_purity_mutual"] == 1.0  # far-apart blobs
     mutual = records["siamese-mutual"]["metrics"]
     assert 0 < mutual["siamese_positive_anchors"] <= 120
     assert records["siamese"]["metrics"]["siamese_positive_anchors"] == 120
+    augmented = records["siamese-augment"]["metrics"]
+    assert augmented["siamese_positive_anchors"] == mutual["siamese_positive_anchors"]
+    assert augmented["siamese_final_loss"] != mutual["siamese_final_loss"]
     assert "5-NN test ACC" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         bench.main(["--data", str(tmp_path / "blobs.npz"), "--spaces", "raw,bogus"])

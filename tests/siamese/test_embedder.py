@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import torch
 from sklearn.exceptions import NotFittedError
 
 from graphclust.utils import GraphclustError
@@ -109,3 +110,92 @@ def test_bad_inputs(fitted, blobs):
         SiameseEmbedder(batch_size=0).fit(blobs[0])
     with pytest.raises(GraphclustError, match="miner must have"):
         SiameseEmbedder(miner="knn").fit(blobs[0])
+
+
+def _noise(x, generator):
+    return x + 0.3 * torch.randn(x.shape, generator=generator, dtype=x.dtype)
+
+
+def test_identity_augment_changes_nothing(blobs):
+    # the augmentation generator is drawn after the others: an identity augment trains the same
+    Z0 = SiameseEmbedder(random_state=3, **SMALL).fit_transform(blobs[0])
+    Z1 = SiameseEmbedder(random_state=3, augment=lambda x, g: x, **SMALL).fit_transform(blobs[0])
+    np.testing.assert_array_equal(Z0, Z1)
+
+
+def test_augment_sees_both_arms_of_every_pair(blobs):
+    X = blobs[0]
+    calls = []
+
+    def spy(x, generator):
+        calls.append((x.clone(), generator))
+        return x
+
+    emb = SiameseEmbedder(random_state=0, augment=spy, **{**SMALL, "n_epochs": 1}).fit(X)
+    # default miner: 200 positives + 200 negatives = 400 pairs in batches of 32 -> 13 calls
+    assert len(calls) == 13
+    assert [c[0].shape[0] for c in calls] == [64] * 12 + [32]
+    assert all(isinstance(g, torch.Generator) for _, g in calls)
+    # every row handed over is a row of X (left arms then right arms)
+    rows = torch.cat([c[0] for c in calls]).numpy()
+    assert np.isin(rows.view([("", rows.dtype)] * rows.shape[1]),
+                   X.view([("", X.dtype)] * X.shape[1])).all()
+    assert emb.augment is spy
+
+
+def test_random_augment_is_seeded_and_matters(blobs):
+    X, y = blobs
+    a = SiameseEmbedder(random_state=1, augment=_noise, **SMALL).fit_transform(X)
+    b = SiameseEmbedder(random_state=1, augment=_noise, **SMALL).fit_transform(X)
+    plain = SiameseEmbedder(random_state=1, **SMALL).fit_transform(X)
+    np.testing.assert_array_equal(a, b)
+    assert not np.allclose(a, plain)
+    assert _nn_purity(a, y) > 0.95  # still separates the blobs
+
+
+def test_augment_errors_and_save(blobs, tmp_path):
+    with pytest.raises(GraphclustError, match="augment must be a callable"):
+        SiameseEmbedder(augment="shift", **SMALL).fit(blobs[0])
+    with pytest.raises(GraphclustError, match="augment returned Tensor of shape"):
+        SiameseEmbedder(augment=lambda x, g: x[:, :5], **SMALL).fit(blobs[0])
+    with pytest.raises(GraphclustError, match="augment returned ndarray"):
+        SiameseEmbedder(augment=lambda x, g: x.numpy(), **SMALL).fit(blobs[0])
+    emb = SiameseEmbedder(random_state=0, augment=_noise, **{**SMALL, "n_epochs": 1}).fit(blobs[0])
+    back = SiameseEmbedder.load(emb.save(tmp_path / "e.safetensors"))
+    assert back.augment is None
+    np.testing.assert_array_equal(back.transform(blobs[0]), emb.transform(blobs[0]))
+
+
+class _OneRank:
+    """A one-process stand-in for DistContext (shard = everything, reductions = identity)."""
+
+    world_size, rank = 1, 0
+
+    def shard(self, n):
+        return slice(0, n)
+
+    def all_reduce_metrics(self, values):
+        return values
+
+
+def test_sharded_epoch_augments_like_the_plain_one(blobs):
+    from siamese.embedder import _Arms, _train_epoch, _train_epoch_sharded
+    from siamese.losses import ContrastiveLoss
+    from siamese.networks import MLPEmbedding
+    from siamese.pairs import KNNPairMiner
+
+    X = torch.from_numpy(blobs[0])
+    pairs = KNNPairMiner(device="cpu").prepare(blobs[0]).sample(None, torch.Generator().manual_seed(0))
+    losses, weights = [], []
+    for sharded in (False, True):
+        net = MLPEmbedding(20, (16,), 2, generator=torch.Generator().manual_seed(0))
+        opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+        arms = _Arms(_noise, torch.Generator().manual_seed(5))
+        if sharded:
+            loss = _train_epoch_sharded(net, ContrastiveLoss(), opt, X, pairs, 32, _OneRank(), arms)
+        else:
+            loss = _train_epoch(net, ContrastiveLoss(), opt, X, pairs, 32, arms)
+        losses.append(loss)
+        weights.append(next(net.parameters()).detach().clone())
+    assert losses[0] == pytest.approx(losses[1], rel=1e-6)
+    torch.testing.assert_close(weights[0], weights[1])
