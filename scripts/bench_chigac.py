@@ -56,6 +56,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 import warnings
@@ -133,10 +134,15 @@ def model_kwargs(args) -> dict[str, Any]:
 def chigac_name(args) -> str:
     """``chigac``, with ``-min5`` when clusters under 5 points are merged at inference,
     ``-refine2`` with two posterior refinement passes per cluster step, and ``-J30`` when
-    ``--n-neighbors`` replaces a loaded model's own J."""
+    ``--n-neighbors`` replaces a loaded model's own J; ``-rep-literal`` (or ``-rep-off``,
+    ``-rep-corrected``) when ``--repulsion`` replaces a loaded model's anchor rule."""
     name = "chigac" if args.min_cluster_size == 1 else f"chigac-min{args.min_cluster_size:g}"
     name = name if not args.refine_steps else f"{name}-refine{args.refine_steps}"
-    return f"{name}-J{args.n_neighbors}" if args.model and getattr(args, "j_given", False) else name
+    if args.model and getattr(args, "j_given", False):
+        name = f"{name}-J{args.n_neighbors}"
+    if args.model and getattr(args, "repulsion", None):
+        name = f"{name}-rep-{args.repulsion}"
+    return name
 
 
 def get_model(args, dim: int, episodes=None):
@@ -155,9 +161,15 @@ def get_model(args, dim: int, episodes=None):
         est.refine_steps = args.refine_steps
         if getattr(args, "j_given", False):
             est.n_neighbors = args.n_neighbors
+        if args.repulsion is not None:
+            # an inference-time switch: the anchor rule changes, the trained weights do not
+            est.repulsion = args.repulsion
+            est.model_.config = dataclasses.replace(est.model_.config, repulsion=args.repulsion)
         info = {"model_file": str(path), "train_seconds": None,
                 "min_cluster_size": args.min_cluster_size, "refine_steps": args.refine_steps,
-                "n_neighbors": int(est.n_neighbors)}
+                "n_neighbors": int(est.n_neighbors),
+                "repulsion": est.model_.config.repulsion,
+                "repulsion_switched_at_inference": args.repulsion is not None}
         if args.fine_tune_steps and episodes is not None:
             # warm start: meta-train the loaded model on this protocol's episodes
             est.set_params(warm_start=True, episodes=episodes, n_steps=args.fine_tune_steps,
@@ -483,6 +495,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n-neighbors", type=int, default=None,
                     help="J (default 15 for b1, 20 for b2); with --model it replaces the "
                          "model's own J at inference")
+    ap.add_argument("--repulsion", choices=("corrected", "literal", "off"), default=None,
+                    help="with --model: replace the model's anchor repulsion rule at inference "
+                         "(an ablation without retraining)")
     ap.add_argument("--max-clusters", type=int, default=100, help="K cap at inference")
     ap.add_argument("--min-cluster-size", type=number_or_share, default=None,
                     help="merge smaller clusters at inference: points, or a share of each "
@@ -564,6 +579,9 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("--n-sets needs one count per --sizes entry")
     if args.refine_steps < 0 or args.fine_tune_steps < 0:
         raise SystemExit("--refine-steps and --fine-tune-steps must be >= 0")
+    if args.repulsion is not None and not args.model:
+        raise SystemExit("--repulsion switches a loaded model's anchor rule; give --model "
+                         "(a model trained here uses its training settings)")
     if args.fine_tune_steps and (args.bench != "b2" or not args.model):
         raise SystemExit("--fine-tune-steps trains a --model on b2's episodes; give both")
     for flag in ("siamese_mutual", "siamese_augment"):

@@ -45,16 +45,20 @@ def test_blobs_and_b1_write_one_file_per_method(bench, tmp_path):
     assert merged["model"] == "chigac-min5-refine8"  # the default refinement, named
     assert merged["metrics"]["min_cluster_size"] == 5 and merged["metrics"]["refine_steps"] == 8
     assert merged["metrics"]["n_neighbors"] == 15  # the model's own J
+    assert merged["metrics"]["repulsion"] == "corrected"
+    assert merged["metrics"]["repulsion_switched_at_inference"] is False
     # a J given with --model replaces the model's own at inference, and is named; a share of
     # each set's points as the merge threshold is named by its value
     assert bench.main(["blobs", "--sizes", "60", "--n-sets", "2", "--methods", "chigac",
-                       "--n-neighbors", "7", "--min-cluster-size", "0.05", "--model",
-                       str(saved / "chigac-d2.safetensors"), "--out", str(tmp_path / "j7"),
-                       "-q"]) == 0
+                       "--n-neighbors", "7", "--min-cluster-size", "0.05", "--repulsion",
+                       "literal", "--model", str(saved / "chigac-d2.safetensors"),
+                       "--out", str(tmp_path / "j7"), "-q"]) == 0
     (j7,) = load((tmp_path / "j7").glob("*.json"))
-    assert j7["model"] == "chigac-min0.05-refine8-J7"
+    assert j7["model"] == "chigac-min0.05-refine8-J7-rep-literal"
+    assert j7["metrics"]["repulsion"] == "literal"
+    assert j7["metrics"]["repulsion_switched_at_inference"] is True
     assert j7["metrics"]["n_neighbors"] == 7 and j7["metrics"]["min_cluster_size"] == 0.05
-    for bad in (["--n-neighbors", "0"], ["--min-cluster-size", "1.5"]):
+    for bad in (["--n-neighbors", "0"], ["--min-cluster-size", "1.5"], ["--repulsion", "off"]):
         with pytest.raises(SystemExit):
             bench.main(["blobs", *bad, "--out", str(tmp_path / "bad")])
     assert not (tmp_path / "bad").exists()
