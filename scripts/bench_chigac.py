@@ -426,6 +426,8 @@ def run_b2(args) -> list[Path]:
     dim = Z.shape[1]
     space = "siamese-mutual" if args.siamese_mutual else "siamese"
     space = f"{space}-augment" if args.siamese_augment else space
+    if args.embeddings:  # stored embeddings are named by their file
+        space = Path(args.embeddings).stem
     space = space if not args.umap_dim else f"{space}-umap{args.umap_dim}"
 
     protocols = {}
@@ -539,7 +541,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="b2: shift and rotate both arms of every Siamese pair")
     ap.add_argument("--embeddings", default=None,
                     help="b2: a stored (70000, d) .npy of MNIST embeddings instead of "
-                         "training the Siamese network here")
+                         "training the Siamese network here; results are named by its file "
+                         "stem (mnist-STEM-test)")
     ap.add_argument("--save-embeddings", default=None,
                     help="b2: write the Siamese embeddings trained here to this .npy")
     ap.add_argument("--umap-dim", type=int, default=None,
