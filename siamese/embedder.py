@@ -216,8 +216,10 @@ class SiameseEmbedder(TransformerMixin, BaseEstimator):
         dev = resolve_device(self.device) if dist is None else dist.device
         rng = check_random_state(self.random_state)
         init_gen, pair_gen = torch_generator(rng), torch_generator(rng)
-        # drawn last, and only when used, so runs without augmentation are unchanged
-        arms = _Arms(self.augment, torch_generator(rng) if self.augment is not None else None)
+        # drawn last, and only when used, so runs without augmentation are unchanged; on the
+        # training device, where the augmentation draws its random numbers
+        arms = _Arms(self.augment,
+                     torch_generator(rng, dev) if self.augment is not None else None)
 
         network = MLPEmbedding(
             X.shape[1], self.hidden, self.out_dim, self.activation, self.batch_norm,
