@@ -40,6 +40,7 @@ __all__ = [
     "pretrain_head",
     "run_init",
     "umap_embed",
+    "umap_gmm_labels",
 ]
 
 
@@ -218,16 +219,34 @@ class UMAPGMMInit:
         if features.shape[0] != latent.shape[0]:
             raise GraphclustError(
                 f"data has {features.shape[0]} rows but the latent means {latent.shape[0]}")
-        from sklearn.mixture import GaussianMixture
-
-        emb = umap_embed(features, self.n_components, self.n_neighbors, self.min_dist,
-                         random_state)
-        gmm = GaussianMixture(
-            n_components=n_clusters, covariance_type=self.covariance_type,
-            random_state=int(random_state) % 2**31, n_init=self.n_init,
-        )
-        labels = gmm.fit_predict(emb).astype(np.int64)
+        labels = umap_gmm_labels(
+            features, n_clusters, random_state, n_components=self.n_components,
+            n_neighbors=self.n_neighbors, min_dist=self.min_dist,
+            covariance_type=self.covariance_type, n_init=self.n_init)
         return moments_from_labels(latent, labels, n_clusters)
+
+
+def umap_gmm_labels(
+    features: np.ndarray, n_clusters: int, random_state: int, n_components: int = 10,
+    n_neighbors: int = 20, min_dist: float = 0.0, covariance_type: str = "full",
+    n_init: int = 1,
+) -> np.ndarray:
+    """Labels of a GMM fitted to a UMAP embedding of ``features`` (the N2D clustering).
+
+    The clustering of :class:`UMAPGMMInit`, usable on any features: the AE latent, the input,
+    or another embedding such as a Siamese network's (then passed on as
+    :class:`LabelsInit`). ``n_init`` GMM restarts keep the most likely fit.
+
+    Returns
+    -------
+    labels : ndarray of int64, shape (n_samples,)
+    """
+    from sklearn.mixture import GaussianMixture
+
+    emb = umap_embed(features, n_components, n_neighbors, min_dist, random_state)
+    gmm = GaussianMixture(n_components=n_clusters, covariance_type=covariance_type,
+                          random_state=int(random_state) % 2**31, n_init=int(n_init))
+    return gmm.fit_predict(emb).astype(np.int64)
 
 
 #: names of the starting clusterings (:func:`named_init`)

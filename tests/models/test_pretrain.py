@@ -15,6 +15,7 @@ from graphclust.models.pretrain import (
     pretrain_autoencoder,
     pretrain_head,
     run_init,
+    umap_gmm_labels,
 )
 from graphclust.nn.likelihood import BernoulliLikelihood
 from graphclust.utils import GraphclustError
@@ -192,6 +193,35 @@ def test_umap_gmm_restarts_escape_a_poor_optimum(monkeypatch):
     for bad in (0, 2.5, True):
         with pytest.raises(GraphclustError, match="n_init"):
             UMAPGMMInit(n_init=bad)
+
+
+def test_umap_gmm_labels_of_another_embedding_start_through_labels_init(monkeypatch):
+    """``umap_gmm_labels`` is UMAPGMMInit's clustering on any features: the labels of a
+    separate embedding (e.g. a Siamese one), passed as LabelsInit, give the moments that
+    UMAPGMMInit(space="input") computes from the same features."""
+    import sys
+    import types
+
+    class FakeUMAP:
+        def __init__(self, **kwargs):
+            pass
+
+        def fit_transform(self, F):
+            return F[:, :2]
+
+    monkeypatch.setitem(sys.modules, "umap", types.SimpleNamespace(UMAP=FakeUMAP))
+    rng = np.random.default_rng(1)
+    y = np.repeat([0, 1, 2], 25)
+    E = (rng.normal(0, 0.3, (75, 4)) + 5 * np.eye(4)[y]).astype(np.float32)  # the embedding
+    Z = rng.normal(0, 1, (75, 3)).astype(np.float32)  # an uninformative latent
+    labels = umap_gmm_labels(E, 3, random_state=4, n_components=2)
+    assert labels.dtype == np.int64 and labels.shape == (75,)
+    assert cluster_acc(y, labels) == 1.0
+    via_labels = LabelsInit(labels)(Z, 3, 4)
+    via_input = run_init(UMAPGMMInit(n_components=2, space="input"), Z, 3, 4, data=E)
+    np.testing.assert_array_equal(via_labels.labels, via_input.labels)
+    np.testing.assert_allclose(via_labels.means, via_input.means, rtol=1e-6)
+    np.testing.assert_allclose(via_labels.variances, via_input.variances, rtol=1e-6)
 
 
 def test_fit_to_labels_makes_the_latent_gmm_agree_with_the_labels():

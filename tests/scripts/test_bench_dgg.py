@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from graphclust.graph.graph import KNNGraph
+from graphclust.metrics import score_clustering
 from graphclust.models.batching import NeighborBatches
 from graphclust.models.mixture import build_gmvae
 from graphclust.nn.dgg import PI_FLOOR, DGGObjective, MixingPropagation
@@ -176,3 +177,66 @@ def test_unknown_method_is_refused(bench, capsys):
     with pytest.raises(SystemExit):
         bench.main(["--methods", "dgg,bogus"])
     assert "unknown methods ['bogus']" in capsys.readouterr().err
+
+
+def test_recommended_flags_can_be_switched_off(bench):
+    """MNIST recommends mutual, augmented Siamese pairs; ``--no-siamese-*`` turns them off."""
+    ap = bench.build_parser()
+    on = bench.resolve_settings("mnist", ap.parse_args([]))
+    assert on.siamese_mutual is True and on.siamese_augment is True
+    off = bench.resolve_settings("mnist", ap.parse_args(["--no-siamese-mutual",
+                                                         "--no-siamese-augment"]))
+    assert off.siamese_mutual is False and off.siamese_augment is False
+    assert bench.resolve_settings("coil20", ap.parse_args([])).siamese_mutual is False
+
+
+def test_umap_siamese_start_clusters_the_seeds_siamese_embedding(bench, tmp_path, monkeypatch):
+    """``--init umap-siamese``: DGG and VaDE start from UMAP + GMM labels of the seed's
+    Siamese embedding. The embedding is trained once per seed (DGG's graph and the start
+    share it) and both methods charge its seconds; the start's labels are those of
+    ``umap_gmm_labels`` on that embedding."""
+    import sys
+    import types
+
+    import siamese
+
+    class FakeUMAP:  # UMAP itself is slow to import (numba): the identity stands in
+        def __init__(self, **kwargs):
+            pass
+
+        def fit_transform(self, F):
+            return F
+
+    monkeypatch.setitem(sys.modules, "umap", types.SimpleNamespace(UMAP=FakeUMAP))
+    fits = []
+    real_fit = siamese.SiameseEmbedder.fit_transform
+
+    def counting_fit(self, X, *a, **k):
+        emb = real_fit(self, X, *a, **k)
+        fits.append(emb)
+        return emb
+
+    monkeypatch.setattr(siamese.SiameseEmbedder, "fit_transform", counting_fit)
+    reuters_like(tmp_path / "reuters10k.npz")
+    out = tmp_path / "results"
+    rc = bench.main([
+        "--data", "reuters10k", "--data-dir", str(tmp_path), "--seeds", "1",
+        "--methods", "dgg,vade", "--hidden", "32,32", "--latent-dim", "4", "--epochs", "1",
+        "--pretrain-epochs", "1", "--siamese-epochs", "1", "--init", "umap-siamese",
+        "--batch-size", "16", "--device", "cpu", "--out", str(out), "--quiet",
+    ])
+    assert rc == 0
+    assert len(fits) == 1  # one seed, one Siamese embedding for both methods
+    expected = bench.umap_gmm_labels(fits[0], 3, 0, n_neighbors=20)
+    records = {json.loads(f.read_text())["model"]: json.loads(f.read_text())
+               for f in out.glob("*.json")}
+    for model in ("dgg", "vade"):
+        m = records[model]["metrics"]
+        assert m["settings"]["init"] == "umap-siamese"
+        stages = m["per_seed"][0]["stage_seconds"]
+        assert {"siamese", "siamese_umap_gmm", "init"} <= set(stages)
+        start = score_clustering(bench.load_dataset("reuters10k", data_dir=tmp_path).y,
+                                 expected).as_dict()
+        assert m["per_seed"][0]["init_scores"] == pytest.approx(start)
+    with pytest.raises(bench.GraphclustError, match="init must be one of"):
+        bench.Settings(init="umap-pixels").validate()
