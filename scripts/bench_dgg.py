@@ -146,9 +146,9 @@ class Settings:
         Augment both arms of every Siamese pair (``default_augmenter`` of the data: shifts and
         rotations for images).
     umap_neighbors : int
-        UMAP's ``n_neighbors`` in the ``umap`` / ``umap-input`` starts.
+        UMAP's ``n_neighbors`` in the ``umap``, ``umap-input`` and ``umap-siamese`` starts.
     gmm_n_init : int
-        Restarts of the full GMM in the ``umap`` / ``umap-input`` starts (best likelihood kept).
+        Restarts of the full GMM in the UMAP starts (best likelihood kept).
     label_epochs : int
         Epochs of fitting the model to the start's labels before the head (DGG's
         ``label_epochs``; 0: none).
@@ -1026,9 +1026,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="clustering that starts DGG / VaDE (umap: the N2D recipe; umap-input: "
                         "UMAP of the input features; umap-siamese: of the Siamese embedding)")
     g.add_argument("--umap-neighbors", type=int, default=None,
-                   help="UMAP n_neighbors of the umap / umap-input starts")
+                   help="UMAP n_neighbors of the umap, umap-input and umap-siamese starts")
     g.add_argument("--gmm-n-init", type=int, default=None,
-                   help="restarts of the GMM of the umap / umap-input starts (best kept)")
+                   help="restarts of the GMM of the UMAP starts (best kept)")
     g.add_argument("--label-epochs", type=int, default=None,
                    help="epochs of fitting DGG / VaDE to the start's labels before the head")
     g.add_argument("--grad-clip", default=None,
