@@ -228,6 +228,8 @@ def test_umap_siamese_start_clusters_the_seeds_siamese_embedding(bench, tmp_path
     assert rc == 0
     assert len(fits) == 1  # one seed, one Siamese embedding for both methods
     expected = bench.umap_gmm_labels(fits[0], 3, 0, n_neighbors=20)
+    start = score_clustering(bench.load_dataset("reuters10k", data_dir=tmp_path).y,
+                             expected).as_dict()
     records = {json.loads(f.read_text())["model"]: json.loads(f.read_text())
                for f in out.glob("*.json")}
     for model in ("dgg", "vade"):
@@ -235,8 +237,6 @@ def test_umap_siamese_start_clusters_the_seeds_siamese_embedding(bench, tmp_path
         assert m["settings"]["init"] == "umap-siamese"
         stages = m["per_seed"][0]["stage_seconds"]
         assert {"siamese", "siamese_umap_gmm", "init"} <= set(stages)
-        start = score_clustering(bench.load_dataset("reuters10k", data_dir=tmp_path).y,
-                                 expected).as_dict()
         assert m["per_seed"][0]["init_scores"] == pytest.approx(start)
     with pytest.raises(bench.GraphclustError, match="init must be one of"):
         bench.Settings(init="umap-pixels").validate()
