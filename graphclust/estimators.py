@@ -354,8 +354,11 @@ _COMMON_DOC = """
         Latent dimension ``M`` (10 in the papers).
     hidden : sequence of int
         Encoder widths (decoder mirrored); default D-500-500-2000-10.
-    likelihood : {"auto", "bernoulli", "gaussian"} or Likelihood
+    likelihood : {"auto", "bernoulli", "gaussian", "multinomial"} or Likelihood
         ``auto``: Bernoulli when every value lies in [0, 1], else Gaussian (unit variance).
+        ``multinomial``: a distribution over the features per row, for word counts or tf-idf
+        rows (:class:`~graphclust.nn.likelihood.MultinomialLikelihood`; pass an instance to
+        set its ``scale``).
     posterior : {"head", "gmm"}
         ``q(c | x)``: a linear+softmax head on the latent mean (DGG reference, default) or
         the GMM posterior ``pi_k N(z; mu_k, sigma_k^2)`` (original VaDE).
@@ -794,7 +797,7 @@ _MODEL_DOC = """
         Number of clusters ``K`` (2 <= K <= n_samples).
     latent_dim : int
         Latent dimension.
-    likelihood : {"auto", "bernoulli", "gaussian"} or Likelihood
+    likelihood : {"auto", "bernoulli", "gaussian", "multinomial"} or Likelihood
         ``auto``: Bernoulli when every value lies in [0, 1], else Gaussian.
     init : {"gmm", "umap", "umap-input"} or callable
         Clustering that starts the model (as for DGG).
@@ -847,7 +850,7 @@ class GMVAE(_ModelClusterer):
     std_anneal : (float, float)
         Start and end of the standard-deviation floor.
     anneal_epochs : int or None
-    likelihood : {"auto", "bernoulli", "gaussian"} or Likelihood
+    likelihood : {"auto", "bernoulli", "gaussian", "multinomial"} or Likelihood
         ``gaussian`` here is a Gaussian with a learned, annealed standard deviation.
     """
 

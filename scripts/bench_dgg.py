@@ -91,7 +91,7 @@ from graphclust.models.pretrain import (
 )
 from graphclust.models.training import parse_grad_clip
 from graphclust.nn.dgg import PI_FLOOR, DGGObjective, MixingPropagation
-from graphclust.nn.likelihood import get_likelihood
+from graphclust.nn.likelihood import LIKELIHOODS, Likelihood, get_likelihood
 from graphclust.utils import GraphclustError, atomic_path, resolve_device
 
 BENCHMARK = "dgg"
@@ -154,6 +154,10 @@ class Settings:
         ``label_epochs``; 0: none).
     grad_clip : float or None
         DGG / VaDE gradient clip, a multiple of the previous epoch's median norm (None: off).
+    likelihood : {"auto", "bernoulli", "gaussian", "multinomial"}
+        Decoder likelihood of the AE, DGG and VaDE (``auto``: Bernoulli for data in [0, 1]).
+    likelihood_scale : float or None
+        The likelihood's ``scale`` (Gaussian noise std, multinomial counts per unit of x).
     """
 
     hidden: tuple[int, ...] = (500, 500, 2000)
@@ -174,6 +178,8 @@ class Settings:
     gmm_n_init: int = 1
     label_epochs: int = 0
     grad_clip: float | None = 10.0
+    likelihood: str = "auto"
+    likelihood_scale: float | None = None
 
     def validate(self) -> None:
         if self.init not in INITS:
@@ -194,6 +200,13 @@ class Settings:
             raise GraphclustError(f"lr must be > 0, got {self.lr}")
         if self.grad_clip is not None and not self.grad_clip > 1:
             raise GraphclustError(f"grad_clip must be > 1 or None, got {self.grad_clip}")
+        if self.likelihood != "auto" and self.likelihood not in LIKELIHOODS:
+            raise GraphclustError(f"likelihood must be 'auto' or one of {tuple(LIKELIHOODS)}, "
+                                  f"got {self.likelihood!r}")
+
+    def make_likelihood(self, X: np.ndarray) -> Likelihood:
+        """The decoder likelihood of these settings, checked against ``X``."""
+        return get_likelihood(self.likelihood, X, scale=self.likelihood_scale)
 
 
 #: Recommended settings per data set, sized for a 2-core CPU (design note section 9:
@@ -519,7 +532,8 @@ class Bench:
         return {
             "n_clusters": self.n_clusters, "latent_dim": s.latent_dim, "hidden": s.hidden,
             "pretrain_epochs": s.pretrain_epochs, "pretrain_batch_size": s.pretrain_batch_size,
-            "device": self.device, "random_state": seed, "verbose": self.args.verbose,
+            "likelihood": s.make_likelihood(self.X), "device": self.device,
+            "random_state": seed, "verbose": self.args.verbose,
         }
 
 
@@ -714,7 +728,7 @@ def run_tuple_epoch(b: Bench, seed: int) -> SeedRun:
         source, extra_s = f"raw-feature kNN graph (k={J}, self-tuning Gaussian)", knn_s
     t_start = time.perf_counter()  # the kNN search may be cached: counted as extra_s
     dev = torch.device(b.device)
-    likelihood = get_likelihood("auto", X)
+    likelihood = s.make_likelihood(X)
     gen = torch.Generator().manual_seed(seed)
     model = build_gmvae(D, b.n_clusters, likelihood, s.latent_dim, s.hidden, "head",
                         generator=gen).to(dev)
@@ -991,7 +1005,8 @@ def resolve_settings(name: str, args: argparse.Namespace) -> Settings:
         "siamese_epochs": args.siamese_epochs, "siamese_neighbors": args.siamese_neighbors,
         "umap_neighbors": args.umap_neighbors, "gmm_n_init": args.gmm_n_init,
         "label_epochs": args.label_epochs, "siamese_mutual": args.siamese_mutual,
-        "siamese_augment": args.siamese_augment,
+        "siamese_augment": args.siamese_augment, "likelihood": args.likelihood,
+        "likelihood_scale": args.likelihood_scale,
     }
     over = {k: v for k, v in over.items() if v is not None}
     if args.grad_clip is not None:
@@ -1043,6 +1058,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="only mutual input-space neighbours as Siamese positives")
     g.add_argument("--siamese-augment", action=argparse.BooleanOptionalAction, default=None,
                    help="augment both arms of every Siamese pair (images: shifts, rotations)")
+    g.add_argument("--likelihood", choices=("auto", *LIKELIHOODS), default=None,
+                   help="decoder likelihood (default auto: Bernoulli for data in [0, 1], else "
+                        "Gaussian; multinomial: for word counts / tf-idf rows)")
+    g.add_argument("--likelihood-scale", type=float, default=None,
+                   help="the likelihood's scale: Gaussian noise std, or multinomial counts per "
+                        "unit of x")
     g.add_argument("--hidden", default=None, help="encoder widths, e.g. 500,500,2000")
     g.add_argument("--latent-dim", type=int, default=None)
     ap.add_argument("--knn-method", default="exact", choices=KNN_METHODS,

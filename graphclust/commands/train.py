@@ -61,6 +61,9 @@ from graphclust.utils import (
 )
 
 MODELS = ("dgg", "vade", "gmvae", "kdvae", "kdae", "vcami", "aegmm")
+#: ``--likelihood`` values: "auto" and the names of graphclust.nn.likelihood.LIKELIHOODS
+#: (spelled out so that building the parser does not import torch; a test keeps them equal)
+LIKELIHOOD_CHOICES = ("auto", "bernoulli", "gaussian", "multinomial")
 #: models that train with the plug-in graph regulariser when given a graph
 _REGULARIZABLE = ("gmvae", "kdvae", "kdae", "vcami")
 #: config keys that may change between a run and its resumption
@@ -68,7 +71,8 @@ _RESUMABLE = {"epochs", "device"}
 #: settings added after the first release, with the value a run folder without them implied
 _LATER_DEFAULTS = {"regularize": False, "graph_weight": 0.5, "vimco_samples": 15,
                    "pair_hidden": "500,100", "pair_epochs": 10, "label_epochs": 0,
-                   "grad_clip": None, "gmm_n_init": 1, "umap_neighbors": 20}
+                   "grad_clip": None, "gmm_n_init": 1, "umap_neighbors": 20,
+                   "likelihood": "auto", "likelihood_scale": None}
 #: models that train data-parallel under torchrun / --distributed
 _DISTRIBUTED = ("dgg", "vade")
 
@@ -140,6 +144,12 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--posterior", choices=("head", "gmm"), default="head",
                    help="cluster posterior: classifier head (default) or GMM posterior")
     p.add_argument("--latent-dim", type=int, default=10, help="latent dimension (default 10)")
+    p.add_argument("--likelihood", choices=LIKELIHOOD_CHOICES, default="auto",
+                   help="decoder likelihood (default auto: bernoulli for data in [0, 1], else "
+                        "gaussian; multinomial for word counts or tf-idf rows)")
+    p.add_argument("--likelihood-scale", type=float, default=None,
+                   help="the likelihood's scale: gaussian noise std, or multinomial counts per "
+                        "unit of the data (default: 1)")
     p.add_argument("--hidden", default="500,500,2000",
                    help="encoder widths, comma separated (default 500,500,2000)")
     p.add_argument("--data-dir", default=None,
@@ -226,6 +236,7 @@ def _run(args: argparse.Namespace, ctx: Any) -> int:
     from graphclust.models.pipeline import KNNGraphBuilder
     from graphclust.models.regularizer import GraphRegularizer
     from graphclust.models.training import TrainConfig, parse_grad_clip
+    from graphclust.nn.likelihood import get_likelihood
 
     t_start = time.perf_counter()
     out = Path(args.output)
@@ -256,6 +267,10 @@ def _run(args: argparse.Namespace, ctx: Any) -> int:
         )
     if not 0 <= args.graph_weight < 1:
         raise GraphclustError(f"--graph-weight must lie in [0, 1), got {args.graph_weight}")
+    if args.model == "gmvae" and args.likelihood_scale is not None and args.likelihood != "multinomial":
+        raise GraphclustError(
+            "--likelihood-scale applies to gmvae's multinomial likelihood only: its gaussian "
+            "learns its standard deviation")
     if args.model == "gmvae" and args.vimco_samples < 2:
         raise GraphclustError(f"--vimco-samples must be >= 2, got {args.vimco_samples}")
     main = ctx is None or ctx.is_main
@@ -276,6 +291,8 @@ def _run(args: argparse.Namespace, ctx: Any) -> int:
                         max_samples=args.max_samples)
     load_s = time.perf_counter() - t0
     X, y = data.X, data.y
+    likelihood = (data.likelihood if (args.likelihood, args.likelihood_scale) == ("auto", None)
+                  else get_likelihood(args.likelihood, X, scale=args.likelihood_scale))
     if args.n_clusters is None:
         if y is None:
             raise GraphclustError(
@@ -294,7 +311,7 @@ def _run(args: argparse.Namespace, ctx: Any) -> int:
         "model": args.model,
         "settings": settings,
         "data": {"name": data.name, "source": data.source, "n_samples": int(X.shape[0]),
-                 "n_features": int(X.shape[1]), "likelihood": data.likelihood,
+                 "n_features": int(X.shape[1]), "likelihood": getattr(likelihood, "name", likelihood),
                  "has_labels": y is not None},
         "graph": str(Path(args.graph).resolve()) if args.graph else None,
         "versions": versions(),
@@ -331,7 +348,7 @@ def _run(args: argparse.Namespace, ctx: Any) -> int:
 
     common: dict[str, Any] = {
         "n_clusters": args.n_clusters, "latent_dim": args.latent_dim, "hidden": hidden,
-        "likelihood": data.likelihood, "init": _init(args),
+        "likelihood": likelihood, "init": _init(args),
         "n_epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
         "pretrain_epochs": args.pretrain_epochs, "checkpoint_dir": ckpt_dir, "resume": resumed,
         "callbacks": [log_epoch], "device": args.device, "random_state": args.seed,

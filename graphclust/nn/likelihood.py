@@ -1,4 +1,5 @@
-"""Decoder likelihoods ``ln p(x | decoder output)``: Bernoulli (logits) and Gaussian (mean).
+"""Decoder likelihoods ``ln p(x | decoder output)``: Bernoulli (logits), Gaussian (mean) and
+multinomial (logits over the features: word counts or tf-idf rows of text).
 
 A likelihood is a small strategy object injected into the mixture models and the DGG
 objective. ``log_prob`` works row by row, so the same call scores a node's own
@@ -23,6 +24,7 @@ __all__ = [
     "GaussianLikelihood",
     "LearnedStdGaussianLikelihood",
     "Likelihood",
+    "MultinomialLikelihood",
     "get_likelihood",
     "infer_likelihood",
 ]
@@ -162,7 +164,59 @@ class LearnedStdGaussianLikelihood(Likelihood):
         return f"LearnedStdGaussianLikelihood(eps={self.eps})"
 
 
-LIKELIHOODS = {"bernoulli": BernoulliLikelihood, "gaussian": GaussianLikelihood}
+class MultinomialLikelihood(Likelihood):
+    """A multinomial over the features with decoder logits ``l``: the text likelihood.
+
+    Each row is read as (soft) counts ``c = scale * x`` of ``n = sum_d c_d`` draws from the
+    distribution ``p = softmax(l)`` over the features (words), as in topic-model VAEs:
+
+    ``ln p(x | l) = ln Gamma(n + 1) - sum_d ln Gamma(c_d + 1) + sum_d c_d ln p_d``.
+
+    The Gamma terms (the multinomial coefficient, continued to real counts) depend on ``x``
+    only; they are kept so that objectives stay comparable across models. Unlike the
+    Bernoulli likelihood, the features compete for probability mass, so a decoder must say
+    *which* words a document uses, not only how likely each word is on its own; absent words
+    (``c_d = 0``) cost nothing. Never chosen by ``"auto"``: pass ``likelihood="multinomial"``
+    for counts or tf-idf rows.
+
+    Parameters
+    ----------
+    scale : float
+        Multiplies ``x`` into counts (> 0). With raw word counts keep 1; with L2-normalised
+        tf-idf rows (sums of about 5-15) it sets how strongly reconstruction weighs against the
+        latent KL terms.
+    """
+
+    name = "multinomial"
+
+    def __init__(self, scale: float = 1.0) -> None:
+        if not (math.isfinite(scale) and scale > 0):
+            raise GraphclustError(f"scale must be a finite number > 0, got {scale}")
+        self.scale = float(scale)
+
+    def log_prob(self, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        c = x * self.scale
+        coef = torch.lgamma(c.sum(-1) + 1.0) - torch.lgamma(c + 1.0).sum(-1)
+        return coef + (c * F.log_softmax(out, dim=-1)).sum(-1)
+
+    def mean(self, out: torch.Tensor) -> torch.Tensor:
+        """The word distribution ``softmax(l)`` (a row's expected counts divided by ``n``)."""
+        return F.softmax(out, dim=-1)
+
+    def check_data(self, X: np.ndarray) -> None:
+        lo = float(np.min(X))
+        if lo < 0.0:
+            raise GraphclustError(
+                f"the multinomial likelihood needs counts or weights >= 0, but X has a minimum of "
+                f"{lo:.4g}; use likelihood='gaussian' for signed data"
+            )
+
+    def __repr__(self) -> str:
+        return f"MultinomialLikelihood(scale={self.scale})"
+
+
+LIKELIHOODS = {"bernoulli": BernoulliLikelihood, "gaussian": GaussianLikelihood,
+               "multinomial": MultinomialLikelihood}
 
 
 def infer_likelihood(X: np.ndarray) -> str:
@@ -170,17 +224,24 @@ def infer_likelihood(X: np.ndarray) -> str:
     return "bernoulli" if float(np.min(X)) >= 0.0 and float(np.max(X)) <= 1.0 else "gaussian"
 
 
-def get_likelihood(spec: str | Likelihood | None, X: np.ndarray | None = None) -> Likelihood:
+def get_likelihood(spec: str | Likelihood | None, X: np.ndarray | None = None,
+                   scale: float | None = None) -> Likelihood:
     """Resolve ``"auto"`` / a name / a :class:`Likelihood` object, checking it against ``X``.
 
     Parameters
     ----------
-    spec : {"auto", "bernoulli", "gaussian"}, Likelihood or None
-        ``"auto"`` (or None) picks Bernoulli for data in ``[0, 1]``, else Gaussian.
+    spec : {"auto", "bernoulli", "gaussian", "multinomial"}, Likelihood or None
+        ``"auto"`` (or None) picks Bernoulli for data in ``[0, 1]``, else Gaussian;
+        ``"multinomial"`` (text) is only used when asked for.
     X : ndarray of shape (n_samples, n_features), optional
         Data to infer from and to check.
+    scale : float, optional
+        The named likelihood's ``scale`` (Gaussian: the noise std; multinomial: counts per
+        unit of ``x``). None keeps its default; the Bernoulli likelihood has none.
     """
     if isinstance(spec, Likelihood):
+        if scale is not None:
+            raise GraphclustError("scale applies to a likelihood given by name, not to an object")
         lik = spec
     else:
         name = "auto" if spec is None else str(spec).lower()
@@ -190,9 +251,16 @@ def get_likelihood(spec: str | Likelihood | None, X: np.ndarray | None = None) -
             name = infer_likelihood(X)
         if name not in LIKELIHOODS:
             raise GraphclustError(
-                f"unknown likelihood {spec!r}; expected 'auto', 'bernoulli' or 'gaussian'"
+                f"unknown likelihood {spec!r}; expected 'auto', "
+                + ", ".join(repr(k) for k in LIKELIHOODS)
             )
-        lik = LIKELIHOODS[name]()
+        if scale is None:
+            lik = LIKELIHOODS[name]()
+        elif name in ("gaussian", "multinomial"):
+            lik = LIKELIHOODS[name](scale=float(scale))
+        else:
+            raise GraphclustError(f"the {name} likelihood has no scale (got scale={scale}); "
+                                  "scale applies to 'gaussian' and 'multinomial'")
     if X is not None:
         lik.check_data(X)
     return lik

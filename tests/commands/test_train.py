@@ -190,3 +190,38 @@ def test_umap_start_flags_build_the_estimators_init():
     assert isinstance(init, UMAPGMMInit)
     assert (init.space, init.n_neighbors, init.n_init) == ("input", 5, 10)
     assert init_of("--init", "umap", "--gmm-n-init", "3").space == "latent"
+
+
+def test_multinomial_likelihood_on_word_counts(tmp_path, capsys):
+    """``--likelihood multinomial`` trains on count data; bad combinations are refused."""
+    from graphclust.commands.train import LIKELIHOOD_CHOICES
+    from graphclust.nn.likelihood import LIKELIHOODS
+
+    assert LIKELIHOOD_CHOICES == ("auto", *LIKELIHOODS)
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1, 2], 20)
+    topics = np.full((3, 15), 0.01)
+    for k in range(3):
+        topics[k, 5 * k: 5 * k + 5] = 1.0
+    topics /= topics.sum(1, keepdims=True)
+    X = np.stack([rng.multinomial(40, topics[k]) for k in y]).astype(np.float32)
+    path = tmp_path / "counts.npz"
+    np.savez(path, X=X, y=y)
+    out = tmp_path / "run"
+    assert main(["train", str(path), "-o", str(out), "--likelihood", "multinomial",
+                 "--likelihood-scale", "0.5", "--epochs", "2", *TINY,
+                 "--pretrain-epochs", "100"]) == 0  # 20 AE steps (TINY's) do not separate them
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["data"]["likelihood"] == "multinomial"
+    assert (cfg["settings"]["likelihood"], cfg["settings"]["likelihood_scale"]) == ("multinomial", 0.5)
+    assert json.loads((out / "metrics.json").read_text())["scores"]["acc"] == 1.0
+    blob_path, _, _ = blobs(tmp_path)  # signed features
+    for data, flags, message in [
+        (blob_path, ["--likelihood", "multinomial"], "counts or weights >= 0"),
+        (path, ["--likelihood", "bernoulli", "--likelihood-scale", "2"], "has no scale"),
+        (path, ["--likelihood", "gaussian", "--likelihood-scale", "0"], "scale must be > 0"),
+        (path, ["--model", "gmvae", "--likelihood-scale", "2"], "--likelihood-scale applies"),
+    ]:
+        assert main(["train", str(data), "-o", str(tmp_path / "bad"), *flags, *TINY]) == 2
+        assert message in capsys.readouterr().err
+        assert not (tmp_path / "bad").exists()

@@ -21,7 +21,12 @@ from graphclust.metrics import score_clustering
 from graphclust.models.batching import NeighborBatches
 from graphclust.models.mixture import build_gmvae
 from graphclust.nn.dgg import PI_FLOOR, DGGObjective, MixingPropagation
-from graphclust.nn.likelihood import BernoulliLikelihood, GaussianLikelihood
+from graphclust.nn.likelihood import (
+    BernoulliLikelihood,
+    GaussianLikelihood,
+    MultinomialLikelihood,
+)
+from graphclust.utils import GraphclustError
 
 BENCH_SCRIPT = "bench_dgg"  # loaded by the ``bench`` fixture (conftest.py)
 
@@ -43,8 +48,9 @@ def tiny_graph():
     return KNNGraph(indices, weights, np.ones((6, 2), np.float32))
 
 
-@pytest.mark.parametrize("likelihood", [BernoulliLikelihood(), GaussianLikelihood()],
-                         ids=["bernoulli", "gaussian"])
+@pytest.mark.parametrize("likelihood", [BernoulliLikelihood(), GaussianLikelihood(),
+                                        MultinomialLikelihood(scale=3.0)],
+                         ids=["bernoulli", "gaussian", "multinomial"])
 @pytest.mark.parametrize("pi_mode", ["given", "batch"])
 def test_tuple_layout_objective_equals_dgg_objective(bench, likelihood, pi_mode):
     torch.manual_seed(0)
@@ -240,3 +246,20 @@ def test_umap_siamese_start_clusters_the_seeds_siamese_embedding(bench, tmp_path
         assert m["per_seed"][0]["init_scores"] == pytest.approx(start)
     with pytest.raises(bench.GraphclustError, match="init must be one of"):
         bench.Settings(init="umap-pixels").validate()
+
+
+def test_likelihood_flags_reach_the_models(bench):
+    """``--likelihood`` / ``--likelihood-scale`` set the AE / DGG / VaDE likelihood."""
+    ap = bench.build_parser()
+    X = np.random.default_rng(0).random((8, 4)).astype(np.float32)
+    auto = bench.resolve_settings("20news", ap.parse_args([]))
+    assert auto.likelihood == "auto" and isinstance(auto.make_likelihood(X), BernoulliLikelihood)
+    text = bench.resolve_settings("20news", ap.parse_args(["--likelihood", "multinomial",
+                                                           "--likelihood-scale", "10"]))
+    lik = text.make_likelihood(X)
+    assert isinstance(lik, MultinomialLikelihood) and lik.scale == 10.0
+    bad = bench.resolve_settings("20news", ap.parse_args(["--likelihood-scale", "2"]))
+    with pytest.raises(GraphclustError, match="bernoulli likelihood has no scale"):
+        bad.make_likelihood(X)  # auto picks Bernoulli for data in [0, 1]
+    with pytest.raises(GraphclustError, match="likelihood must be"):
+        bench.dataclasses.replace(auto, likelihood="poisson").validate()
