@@ -252,14 +252,20 @@ def test_likelihood_flags_reach_the_models(bench):
     """``--likelihood`` / ``--likelihood-scale`` set the AE / DGG / VaDE likelihood."""
     ap = bench.build_parser()
     X = np.random.default_rng(0).random((8, 4)).astype(np.float32)
-    auto = bench.resolve_settings("20news", ap.parse_args([]))
+    auto = bench.resolve_settings("coil20", ap.parse_args([]))
     assert auto.likelihood == "auto" and isinstance(auto.make_likelihood(X), BernoulliLikelihood)
-    text = bench.resolve_settings("20news", ap.parse_args(["--likelihood", "multinomial",
-                                                           "--likelihood-scale", "10"]))
+    text = bench.resolve_settings("coil20", ap.parse_args(["--likelihood", "multinomial",
+                                                           "--likelihood-scale", "3"]))
     lik = text.make_likelihood(X)
-    assert isinstance(lik, MultinomialLikelihood) and lik.scale == 10.0
-    bad = bench.resolve_settings("20news", ap.parse_args(["--likelihood-scale", "2"]))
+    assert isinstance(lik, MultinomialLikelihood) and lik.scale == 3.0
+    # 20 Newsgroups recommends the text likelihood; the flags override it
+    news = bench.resolve_settings("20news", ap.parse_args([])).make_likelihood(X)
+    assert isinstance(news, MultinomialLikelihood) and news.scale == 10.0
+    plain = bench.resolve_settings("20news", ap.parse_args(["--likelihood", "bernoulli"]))
+    assert isinstance(plain.make_likelihood(X), BernoulliLikelihood)  # drops the text scale
+    back = bench.resolve_settings("20news", ap.parse_args(["--likelihood", "auto",
+                                                           "--likelihood-scale", "2"]))
     with pytest.raises(GraphclustError, match="bernoulli likelihood has no scale"):
-        bad.make_likelihood(X)  # auto picks Bernoulli for data in [0, 1]
+        back.make_likelihood(X)  # auto picks Bernoulli for data in [0, 1]
     with pytest.raises(GraphclustError, match="likelihood must be"):
         bench.dataclasses.replace(auto, likelihood="poisson").validate()
