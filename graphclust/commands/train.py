@@ -291,8 +291,10 @@ def _run(args: argparse.Namespace, ctx: Any) -> int:
                         max_samples=args.max_samples)
     load_s = time.perf_counter() - t0
     X, y = data.X, data.y
-    likelihood = (data.likelihood if (args.likelihood, args.likelihood_scale) == ("auto", None)
-                  else get_likelihood(args.likelihood, X, scale=args.likelihood_scale))
+    # resolved here so that bad data fails before the run folder exists; without a scale the
+    # estimators get the name, which lets gmvae turn "gaussian" into its learned-std Gaussian
+    resolved = get_likelihood(args.likelihood, X, scale=args.likelihood_scale)
+    likelihood = resolved.name if args.likelihood_scale is None else resolved
     if args.n_clusters is None:
         if y is None:
             raise GraphclustError(
@@ -311,7 +313,7 @@ def _run(args: argparse.Namespace, ctx: Any) -> int:
         "model": args.model,
         "settings": settings,
         "data": {"name": data.name, "source": data.source, "n_samples": int(X.shape[0]),
-                 "n_features": int(X.shape[1]), "likelihood": getattr(likelihood, "name", likelihood),
+                 "n_features": int(X.shape[1]), "likelihood": resolved.name,
                  "has_labels": y is not None},
         "graph": str(Path(args.graph).resolve()) if args.graph else None,
         "versions": versions(),
