@@ -229,6 +229,15 @@ def check_features(X: Any, name: str = "X", min_samples: int = 2) -> np.ndarray:
     return arr
 
 
+def infer_likelihood(X: np.ndarray) -> str:
+    """``"bernoulli"`` when every value lies in ``[0, 1]``, else ``"gaussian"``.
+
+    The one rule behind ``likelihood="auto"`` (:func:`graphclust.nn.likelihood.get_likelihood`)
+    and the loaders' :attr:`LoadedData.likelihood` hint.
+    """
+    return "bernoulli" if float(np.min(X)) >= 0.0 and float(np.max(X)) <= 1.0 else "gaussian"
+
+
 def check_labels(y: Any, n_samples: int, name: str = "y") -> np.ndarray:
     """Validate labels: 1-D, integer-valued, one per sample; returns int64."""
     arr = np.asarray(y)

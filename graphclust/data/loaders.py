@@ -30,7 +30,12 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from graphclust.data import download as _download
-from graphclust.utils import GraphclustError, check_features, check_labels
+from graphclust.utils import (
+    GraphclustError,
+    check_features,
+    check_labels,
+    infer_likelihood,
+)
 
 __all__ = [
     "DATA_DIR_ENV",
@@ -449,5 +454,5 @@ def _finish(
             f"{name}: image shape {shape} has {int(np.prod(shape))} pixels but X has "
             f"{X.shape[1]} features; fix or drop the 'shape' array"
         )
-    likelihood = "bernoulli" if X.min() >= 0.0 and X.max() <= 1.0 else "gaussian"
-    return LoadedData(X=X, y=y, name=name, image_shape=shape, likelihood=likelihood, source=where)
+    return LoadedData(X=X, y=y, name=name, image_shape=shape, likelihood=infer_likelihood(X),
+                      source=where)

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from graphclust.utils import GraphclustError
+from graphclust.utils import GraphclustError, infer_likelihood
 
 __all__ = [
     "LIKELIHOODS",
@@ -217,11 +217,6 @@ class MultinomialLikelihood(Likelihood):
 
 LIKELIHOODS = {"bernoulli": BernoulliLikelihood, "gaussian": GaussianLikelihood,
                "multinomial": MultinomialLikelihood}
-
-
-def infer_likelihood(X: np.ndarray) -> str:
-    """``"bernoulli"`` when every value lies in ``[0, 1]``, else ``"gaussian"``."""
-    return "bernoulli" if float(np.min(X)) >= 0.0 and float(np.max(X)) <= 1.0 else "gaussian"
 
 
 def get_likelihood(spec: str | Likelihood | None, X: np.ndarray | None = None,
