@@ -86,6 +86,7 @@ from graphclust.models.mixture import GMVAE, build_gmvae
 from graphclust.models.pretrain import (
     INIT_NAMES,
     LabelsInit,
+    merge_along_graph,
     named_init,
     umap_gmm_labels,
 )
@@ -149,6 +150,12 @@ class Settings:
         UMAP's ``n_neighbors`` in the ``umap``, ``umap-input`` and ``umap-siamese`` starts.
     gmm_n_init : int
         Restarts of the full GMM in the UMAP starts (best likelihood kept).
+    start_overcluster : int
+        ``umap-siamese`` only: GMM components per cluster. Above 1, the GMM over-clusters
+        the Siamese UMAP and the parts are merged back to ``n_clusters`` along the raw-feature
+        kNN graph (``siamese_neighbors`` per node, the graph that mines the Siamese
+        positives; :func:`~graphclust.models.pretrain.merge_along_graph`), so the pixels,
+        not the embedding that glued them, decide where a part belongs.
     label_epochs : int
         Epochs of fitting the model to the start's labels before the head (DGG's
         ``label_epochs``; 0: none).
@@ -176,6 +183,7 @@ class Settings:
     siamese_augment: bool = False
     umap_neighbors: int = 20
     gmm_n_init: int = 1
+    start_overcluster: int = 1
     label_epochs: int = 0
     grad_clip: float | None = 10.0
     likelihood: str = "auto"
@@ -187,7 +195,8 @@ class Settings:
         if self.graph not in GRAPH_SPACES:
             raise GraphclustError(f"graph must be one of {GRAPH_SPACES}, got {self.graph!r}")
         for name in ("latent_dim", "pretrain_batch_size", "batch_size", "n_neighbors",
-                     "siamese_neighbors", "umap_neighbors", "gmm_n_init"):
+                     "siamese_neighbors", "umap_neighbors", "gmm_n_init",
+                     "start_overcluster"):
             if getattr(self, name) < 1:
                 raise GraphclustError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("pretrain_epochs", "epochs", "siamese_epochs", "label_epochs"):
@@ -661,8 +670,16 @@ def start_init(b: Bench, seed: int) -> tuple[Any, dict[str, float]]:
         return named_init(s.init, s.umap_neighbors, s.gmm_n_init), {}
     emb, stages = siamese_embedding(b, seed)
     t0 = time.perf_counter()
-    labels = umap_gmm_labels(emb, b.n_clusters, seed, n_neighbors=s.umap_neighbors,
+    n_parts = b.n_clusters * s.start_overcluster
+    if n_parts > b.X.shape[0]:
+        raise GraphclustError(f"start_overcluster {s.start_overcluster} asks for {n_parts} "
+                              f"GMM components but the data have {b.X.shape[0]} rows")
+    labels = umap_gmm_labels(emb, n_parts, seed, n_neighbors=s.umap_neighbors,
                              n_init=s.gmm_n_init)
+    if s.start_overcluster > 1:
+        # the same search the Siamese positives came from (already run, already charged)
+        knn, _ = b.raw_knn(min(s.siamese_neighbors, b.X.shape[0] - 1))
+        labels = merge_along_graph(labels, knn.indices, b.n_clusters)
     return LabelsInit(labels), {**stages, "siamese_umap_gmm": time.perf_counter() - t0}
 
 
@@ -1011,6 +1028,7 @@ def resolve_settings(name: str, args: argparse.Namespace) -> Settings:
         "graph": args.graph, "n_neighbors": args.n_neighbors,
         "siamese_epochs": args.siamese_epochs, "siamese_neighbors": args.siamese_neighbors,
         "umap_neighbors": args.umap_neighbors, "gmm_n_init": args.gmm_n_init,
+        "start_overcluster": args.start_overcluster,
         "label_epochs": args.label_epochs, "siamese_mutual": args.siamese_mutual,
         "siamese_augment": args.siamese_augment, "likelihood": args.likelihood,
         "likelihood_scale": args.likelihood_scale,
@@ -1053,6 +1071,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="UMAP n_neighbors of the umap, umap-input and umap-siamese starts")
     g.add_argument("--gmm-n-init", type=int, default=None,
                    help="restarts of the GMM of the UMAP starts (best kept)")
+    g.add_argument("--start-overcluster", type=int, default=None,
+                   help="umap-siamese start: GMM components per cluster, merged back along "
+                        "the raw-feature kNN graph (1: no merging)")
     g.add_argument("--label-epochs", type=int, default=None,
                    help="epochs of fitting DGG / VaDE to the start's labels before the head")
     g.add_argument("--grad-clip", default=None,

@@ -34,6 +34,7 @@ __all__ = [
     "check_cluster_labels",
     "fit_to_labels",
     "latent_means",
+    "merge_along_graph",
     "moments_from_labels",
     "named_init",
     "pretrain_autoencoder",
@@ -247,6 +248,82 @@ def umap_gmm_labels(
     gmm = GaussianMixture(n_components=n_clusters, covariance_type=covariance_type,
                           random_state=int(random_state) % 2**31, n_init=int(n_init))
     return gmm.fit_predict(emb).astype(np.int64)
+
+
+def merge_along_graph(
+    labels, neighbors, n_clusters: int, weights=None,
+) -> np.ndarray:
+    """Merge a fine clustering into ``n_clusters`` groups along a kNN graph.
+
+    Average linkage on the clusters: the similarity of two clusters is the summed weight of
+    the graph's edges between them (in either direction) divided by the product of their
+    sizes, i.e. the mean edge weight over all pairs of their members. Merging repeatedly
+    joins the most similar pair (``scipy.cluster.hierarchy.linkage``, ``method="average"``,
+    on ``max_similarity - similarity``, cut after ``m - n_clusters`` merges). Used to over-cluster a start and then let a second
+    view of the data, such as the raw-feature kNN graph, decide which parts belong together:
+    a part that one embedding glued to the wrong cluster can join the right one.
+
+    Parameters
+    ----------
+    labels : array-like of int, shape (n_samples,)
+        The fine clustering, values in ``[0, m)`` with every value used.
+    neighbors : array-like of int, shape (n_samples, k)
+        Each row's neighbour indices (``-1`` marks a missing neighbour).
+    n_clusters : int
+        Groups wanted, ``2 <= n_clusters <= m``.
+    weights : array-like of float, shape (n_samples, k), optional
+        Edge weights (non-negative); all 1 when omitted.
+
+    Returns
+    -------
+    merged : ndarray of int64, shape (n_samples,)
+        Group of each row, ``merged[i] = group of labels[i]``, groups numbered in order of
+        their smallest fine label.
+    """
+    import scipy.sparse as sp
+    from scipy.cluster.hierarchy import cut_tree, linkage
+
+    labels = np.asarray(labels)
+    nbrs = np.asarray(neighbors)
+    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+        raise GraphclustError(f"labels must be a 1-D integer array, got {labels.dtype} "
+                              f"of shape {labels.shape}")
+    n = labels.shape[0]
+    if nbrs.ndim != 2 or nbrs.shape[0] != n or not np.issubdtype(nbrs.dtype, np.integer):
+        raise GraphclustError(f"neighbors must be integer indices of shape ({n}, k), got "
+                              f"{nbrs.dtype} of shape {nbrs.shape}")
+    if n == 0 or labels.min() < 0:
+        raise GraphclustError("labels must be non-empty and non-negative")
+    m = int(labels.max()) + 1
+    sizes = np.bincount(labels, minlength=m)
+    if np.any(sizes == 0):
+        raise GraphclustError(f"labels must use every value in [0, {m}); "
+                              f"missing {np.flatnonzero(sizes == 0).tolist()}")
+    if isinstance(n_clusters, bool) or not isinstance(n_clusters, (int, np.integer)) \
+            or not 2 <= n_clusters <= m:
+        raise GraphclustError(f"n_clusters must be an integer in [2, {m}] (the fine "
+                              f"clusters), got {n_clusters!r}")
+    if nbrs.size and (nbrs.max() >= n or nbrs.min() < -1):
+        raise GraphclustError(f"neighbor indices must lie in [0, {n}) or be -1")
+    w = np.ones(nbrs.shape) if weights is None else np.asarray(weights, dtype=np.float64)
+    if w.shape != nbrs.shape or not np.all(np.isfinite(w)) or np.any(w < 0):
+        raise GraphclustError(f"weights must be finite, non-negative, of shape {nbrs.shape}")
+    if n_clusters == m:
+        return labels.astype(np.int64)
+    rows = np.repeat(np.arange(n), nbrs.shape[1])
+    keep = nbrs.ravel() >= 0
+    src, dst = labels[rows[keep]], labels[nbrs.ravel()[keep]]
+    between = sp.coo_matrix((w.ravel()[keep], (src, dst)), shape=(m, m)).toarray()
+    between = between + between.T  # an edge counts for both ends, whichever row lists it
+    sim = between / np.outer(sizes, sizes)
+    iu = np.triu_indices(m, 1)
+    dist = sim[iu].max() - sim[iu]  # condensed, in scipy's pair order
+    # cut by merge order, so tied heights still leave exactly n_clusters groups
+    groups = cut_tree(linkage(dist, method="average"), n_clusters=n_clusters)[:, 0]
+    _, first = np.unique(groups, return_index=True)
+    renumber = np.empty(groups.max() + 1, dtype=np.int64)
+    renumber[groups[np.sort(first)]] = np.arange(n_clusters)
+    return renumber[groups][labels]
 
 
 #: names of the starting clusterings (:func:`named_init`)

@@ -11,6 +11,7 @@ from graphclust.models.pretrain import (
     apply_init,
     fit_to_labels,
     latent_means,
+    merge_along_graph,
     moments_from_labels,
     pretrain_autoencoder,
     pretrain_head,
@@ -262,3 +263,85 @@ def test_fit_to_labels_makes_the_latent_gmm_agree_with_the_labels():
         fit_to_labels(m, Xt, y + 1, 1)
     with pytest.raises(GraphclustError, match=">= 0"):
         fit_to_labels(m, Xt, y, -1)
+
+
+def _greedy_average_merge(labels, neighbors, weights, n_clusters):
+    """Brute-force reference: join the pair of groups with the largest mean pair weight."""
+    n = len(labels)
+    A = np.zeros((n, n))
+    for i in range(n):
+        for j, w in zip(neighbors[i], weights[i]):
+            if j >= 0:
+                A[i, j] += w
+                A[j, i] += w
+    groups = [[c] for c in range(labels.max() + 1)]
+    while len(groups) > n_clusters:
+        best, pair = -1.0, None
+        for a in range(len(groups)):
+            for b in range(a + 1, len(groups)):
+                ia, ib = np.isin(labels, groups[a]), np.isin(labels, groups[b])
+                s = A[np.ix_(ia, ib)].sum() / (ia.sum() * ib.sum())
+                if s > best:
+                    best, pair = s, (a, b)
+        a, b = pair
+        groups[a] += groups.pop(b)
+    out = np.empty(n, dtype=np.int64)
+    for g in groups:
+        out[np.isin(labels, g)] = min(g)
+    return out
+
+
+def _same_partition(a, b):
+    return all(len(np.unique(b[a == v])) == 1 for v in np.unique(a)) and \
+        len(np.unique(a)) == len(np.unique(b))
+
+
+def test_merge_along_graph_joins_the_part_its_edges_point_to():
+    # fine clusters 0 | 1 | 2 | 3; the graph ties 0-2 and 1-3 (by hand: merged {0,2}, {1,3})
+    labels = np.array([0, 0, 1, 1, 2, 2, 3, 3])
+    neighbors = np.array([[1, 4], [0, 5], [3, 6], [2, 7], [5, 0], [4, 1], [7, 2], [6, 3]])
+    merged = merge_along_graph(labels, neighbors, 2)
+    np.testing.assert_array_equal(merged, [0, 0, 1, 1, 0, 0, 1, 1])
+    # -1 marks a missing neighbour; weights steer: the heavy 0-3 edge now wins
+    neighbors = np.array([[1, 6], [0, -1], [3, -1], [2, -1], [5, -1], [4, -1], [7, 0], [6, -1]])
+    weights = np.array([[1, 5.0], [1, 0], [1, 0], [1, 0], [1, 0], [1, 0], [1, 5.0], [1, 0]])
+    merged = merge_along_graph(labels, neighbors, 3, weights=weights)
+    np.testing.assert_array_equal(merged, [0, 0, 1, 1, 2, 2, 0, 0])
+    # as many groups as fine clusters: unchanged
+    np.testing.assert_array_equal(merge_along_graph(labels, neighbors, 4), labels)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_merge_along_graph_matches_greedy_average_linkage(seed):
+    rng = np.random.default_rng(seed)
+    n, m, k = 60, 7, 4
+    labels = rng.permutation(np.arange(n) % m)
+    neighbors = rng.integers(0, n, size=(n, k))
+    weights = rng.random((n, k))  # continuous weights: no ties between candidate pairs
+    for n_clusters in (2, 3, 5):
+        got = merge_along_graph(labels, neighbors, n_clusters, weights=weights)
+        want = _greedy_average_merge(labels, neighbors, weights, n_clusters)
+        assert len(np.unique(got)) == n_clusters
+        assert _same_partition(got, want)
+        # numbered by smallest fine label
+        firsts = [labels[got == g].min() for g in range(n_clusters)]
+        assert firsts == sorted(firsts)
+
+
+def test_merge_along_graph_rejects_bad_input():
+    labels = np.array([0, 0, 1, 1, 2, 2])
+    nb = np.array([[1], [0], [3], [2], [5], [4]])
+    with pytest.raises(GraphclustError, match="n_clusters must be an integer in \\[2, 3\\]"):
+        merge_along_graph(labels, nb, 4)
+    with pytest.raises(GraphclustError, match="n_clusters"):
+        merge_along_graph(labels, nb, 1)
+    with pytest.raises(GraphclustError, match="missing \\[1\\]"):
+        merge_along_graph(np.array([0, 0, 2, 2, 2, 2]), nb, 2)
+    with pytest.raises(GraphclustError, match="shape \\(6, k\\)"):
+        merge_along_graph(labels, nb[:5], 2)
+    with pytest.raises(GraphclustError, match="lie in \\[0, 6\\)"):
+        merge_along_graph(labels, nb + 3, 2)
+    with pytest.raises(GraphclustError, match="weights must be finite"):
+        merge_along_graph(labels, nb, 2, weights=np.full((6, 1), np.nan))
+    with pytest.raises(GraphclustError, match="1-D integer"):
+        merge_along_graph(labels.astype(float), nb, 2)

@@ -248,6 +248,46 @@ def test_umap_siamese_start_clusters_the_seeds_siamese_embedding(bench, tmp_path
         bench.Settings(init="umap-pixels").validate()
 
 
+def test_overclustered_siamese_start_is_merged_along_the_pixel_graph(bench, monkeypatch):
+    """``start_overcluster``: the GMM over-clusters the Siamese UMAP; the raw-feature kNN
+    graph merges the parts. Here the embedding glues half of class 1 next to class 0: two
+    components cannot separate it, four components merged along the pixels recover both."""
+    import sys
+    import types
+
+    class FakeUMAP:  # the identity: the embedding is the test's
+        def __init__(self, **kwargs):
+            pass
+
+        def fit_transform(self, F):
+            return F
+
+    monkeypatch.setitem(sys.modules, "umap", types.SimpleNamespace(UMAP=FakeUMAP))
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1], 40)
+    X = (np.where(y[:, None] == 0, 0.0, 5.0) + rng.normal(0, 0.3, (80, 6))).astype(np.float32)
+    centre = np.zeros((80, 2))
+    centre[40:60, 0] = 2.5  # half of class 1 sits beside class 0 in the embedding ...
+    centre[60:, 0] = 30.0  # ... the other half far away
+    emb = (centre + rng.normal(0, 0.25, (80, 2))).astype(np.float32)
+
+    def start(overcluster):
+        args = bench.build_parser().parse_args(["--start-overcluster", str(overcluster)])
+        settings = bench.dataclasses.replace(
+            bench.resolve_settings("mnist", args), siamese_neighbors=5)
+        b = bench.Bench(data=types.SimpleNamespace(X=X, y=y, name="toy"), load_s=0.0,
+                        settings=settings, args=args, device="cpu", n_clusters=2)
+        b._siamese[0] = (emb, {"raw_knn": 0.0, "siamese": 0.0})
+        init, stages = bench.start_init(b, 0)
+        assert "siamese_umap_gmm" in stages
+        return init.labels
+
+    assert score_clustering(y, start(1)).acc <= 0.75  # two components keep the glued half
+    assert score_clustering(y, start(2)).acc == 1.0
+    with pytest.raises(GraphclustError, match="start_overcluster must be >= 1"):
+        bench.Settings(start_overcluster=0).validate()
+
+
 def test_likelihood_flags_reach_the_models(bench):
     """``--likelihood`` / ``--likelihood-scale`` set the AE / DGG / VaDE likelihood."""
     ap = bench.build_parser()
