@@ -1,4 +1,5 @@
-"""Shared fixtures: the benchmark data folder and a local HTTP server for download tests."""
+"""Shared fixtures: the benchmark data folder, a stand-in UMAP, and a local HTTP server for
+download tests."""
 
 from __future__ import annotations
 
@@ -30,6 +31,34 @@ def shared_data_dir() -> Path:
         if folder.is_dir():
             return folder.resolve()
     pytest.skip("../shared/data not found: benchmark data ships only with the development checkout")
+
+
+@pytest.fixture
+def fake_umap(monkeypatch: pytest.MonkeyPatch):
+    """Install a stand-in ``umap`` module: ``fake_umap(transform)`` makes ``UMAP(**kw)``
+    record ``kw`` and ``fit_transform(F)`` record ``F.shape`` (key ``"shape"``) and return
+    ``transform(F)`` (the identity by default). Returns the dict of what it saw.
+
+    umap-learn is slow to import and compile (numba); the code around it is what is tested.
+    """
+    import sys
+    import types
+
+    def install(transform=lambda F: F) -> dict:
+        seen: dict = {}
+
+        class FakeUMAP:
+            def __init__(self, **kwargs):
+                seen.update(kwargs)
+
+            def fit_transform(self, F):
+                seen["shape"] = F.shape
+                return transform(F)
+
+        monkeypatch.setitem(sys.modules, "umap", types.SimpleNamespace(UMAP=FakeUMAP))
+        return seen
+
+    return install
 
 
 # --------------------------------------------------------------------------- HTTP server

@@ -99,21 +99,11 @@ def test_apply_init_and_head_learns_the_labels():
     assert (proba.argmax(1).numpy() == y2).all()
 
 
-def test_umap_init_plumbing_with_a_stand_in_reducer(monkeypatch):
+def test_umap_init_plumbing_with_a_stand_in_reducer(monkeypatch, fake_umap):
     """UMAP itself is slow to import (numba); check the recipe around it with a stand-in."""
     import sys
-    import types
 
-    calls = {}
-
-    class FakeUMAP:
-        def __init__(self, **kwargs):
-            calls.update(kwargs)
-
-        def fit_transform(self, Z):
-            return Z[:, :2] * 10  # any embedding that keeps the clusters
-
-    monkeypatch.setitem(sys.modules, "umap", types.SimpleNamespace(UMAP=FakeUMAP))
+    calls = fake_umap(lambda Z: Z[:, :2] * 10)  # any embedding that keeps the clusters
     rng = np.random.default_rng(0)
     y = np.repeat([0, 1, 2], 30)
     Z = (rng.normal(0, 0.2, (90, 3)) + np.array([[0, 0, 0], [5, 0, 0], [0, 5, 0]])[y]).astype(np.float32)
@@ -127,22 +117,9 @@ def test_umap_init_plumbing_with_a_stand_in_reducer(monkeypatch):
         UMAPGMMInit()(Z, 3, random_state=0)
 
 
-def test_umap_input_space_embeds_the_data_and_keeps_latent_moments(monkeypatch):
+def test_umap_input_space_embeds_the_data_and_keeps_latent_moments(fake_umap):
     """``space="input"``: UMAP sees the features, the prior is the latent moments."""
-    import sys
-    import types
-
-    seen = {}
-
-    class FakeUMAP:
-        def __init__(self, **kwargs):
-            pass
-
-        def fit_transform(self, F):
-            seen["shape"] = F.shape
-            return F[:, :2]
-
-    monkeypatch.setitem(sys.modules, "umap", types.SimpleNamespace(UMAP=FakeUMAP))
+    seen = fake_umap(lambda F: F[:, :2])
     rng = np.random.default_rng(0)
     y = np.repeat([0, 1, 2], 30)
     X = (rng.normal(0, 0.2, (90, 5)) + 6 * np.eye(5)[y]).astype(np.float32)  # clustered
@@ -165,21 +142,11 @@ def test_umap_input_space_embeds_the_data_and_keeps_latent_moments(monkeypatch):
         UMAPGMMInit(space="pixels")
 
 
-def test_umap_gmm_restarts_escape_a_poor_optimum(monkeypatch):
+def test_umap_gmm_restarts_escape_a_poor_optimum(fake_umap):
     """``n_init``: of ten GMM restarts the most likely is kept. On 12 uneven blobs the single
     fit of seed 7 merges two of them (ACC 0.91); ten restarts find the split (0.995, one
     point of the overlapping tails misplaced)."""
-    import sys
-    import types
-
-    class FakeUMAP:  # the "embedding" is the data itself
-        def __init__(self, **kwargs):
-            pass
-
-        def fit_transform(self, F):
-            return F
-
-    monkeypatch.setitem(sys.modules, "umap", types.SimpleNamespace(UMAP=FakeUMAP))
+    fake_umap()  # the "embedding" is the data itself
     rng = np.random.default_rng(0)
     centres = np.array([[i * 3.0, j * 3.0] for i in range(4) for j in range(3)])
     y = np.repeat(np.arange(12), [5, 40, 8, 30, 6, 25, 10, 35, 7, 20, 9, 15])
@@ -196,21 +163,11 @@ def test_umap_gmm_restarts_escape_a_poor_optimum(monkeypatch):
             UMAPGMMInit(n_init=bad)
 
 
-def test_umap_gmm_labels_of_another_embedding_start_through_labels_init(monkeypatch):
+def test_umap_gmm_labels_of_another_embedding_start_through_labels_init(fake_umap):
     """``umap_gmm_labels`` is UMAPGMMInit's clustering on any features: the labels of a
     separate embedding (e.g. a Siamese one), passed as LabelsInit, give the moments that
     UMAPGMMInit(space="input") computes from the same features."""
-    import sys
-    import types
-
-    class FakeUMAP:
-        def __init__(self, **kwargs):
-            pass
-
-        def fit_transform(self, F):
-            return F[:, :2]
-
-    monkeypatch.setitem(sys.modules, "umap", types.SimpleNamespace(UMAP=FakeUMAP))
+    fake_umap(lambda F: F[:, :2])
     rng = np.random.default_rng(1)
     y = np.repeat([0, 1, 2], 25)
     E = (rng.normal(0, 0.3, (75, 4)) + 5 * np.eye(4)[y]).astype(np.float32)  # the embedding

@@ -106,22 +106,9 @@ def test_sizes_and_set_counts_must_pair(bench, tmp_path):
 
 @pytest.mark.shared_data
 def test_b2_umap_reduction_saved_embeddings_and_model_dim_check(bench, tmp_path, shared_data_dir,
-                                                                 monkeypatch):
+                                                                 fake_umap):
     """b2 on a slice of MNIST: Siamese output saved, a (stand-in) UMAP to 2-d, zero-shot P2."""
-    import sys
-    import types
-
-    seen = {}
-
-    class FakeUMAP:  # umap-learn is slow to import and compile; the plumbing is what is tested
-        def __init__(self, **kwargs):
-            seen.update(kwargs)
-
-        def fit_transform(self, Z):
-            seen["rows"] = Z.shape[0]
-            return Z[:, :2] * 3.0
-
-    monkeypatch.setitem(sys.modules, "umap", types.SimpleNamespace(UMAP=FakeUMAP))
+    seen = fake_umap(lambda Z: Z[:, :2] * 3.0)
     saved = tmp_path / "siamese.npy"
     common = ["--data-dir", str(shared_data_dir), "--subsample", "600", "--threads", "1", "-q"]
     assert bench.main(["b2", *common, "--siamese-epochs", "1", "--save-embeddings", str(saved),
@@ -131,7 +118,7 @@ def test_b2_umap_reduction_saved_embeddings_and_model_dim_check(bench, tmp_path,
     Z = np.load(saved)
     assert Z.shape == (70_000, 10) and np.isfinite(Z).all()
     assert np.abs(Z[:600]).sum(1).min() > 0 and not Z[600:60_000].any()  # only the rows used
-    assert seen["n_components"] == 2 and seen["n_neighbors"] == 7 and seen["rows"] == 700
+    assert seen["n_components"] == 2 and seen["n_neighbors"] == 7 and seen["shape"][0] == 700
     results = {(r["dataset"], r["model"]): r for r in load((tmp_path / "r").glob("*.json"))}
     assert set(results) == {(f"mnist-siamese-augment-umap2-{split}", m)
                             for split in ("test", "all") for m in ("kmeans", "chigac-p2")}

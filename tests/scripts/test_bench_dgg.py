@@ -196,24 +196,15 @@ def test_recommended_flags_can_be_switched_off(bench):
     assert bench.resolve_settings("coil20", ap.parse_args([])).siamese_mutual is False
 
 
-def test_umap_siamese_start_clusters_the_seeds_siamese_embedding(bench, tmp_path, monkeypatch):
+def test_umap_siamese_start_clusters_the_seeds_siamese_embedding(bench, tmp_path, monkeypatch,
+                                                                 fake_umap):
     """``--init umap-siamese``: DGG and VaDE start from UMAP + GMM labels of the seed's
     Siamese embedding. The embedding is trained once per seed (DGG's graph and the start
     share it) and both methods charge its seconds; the start's labels are those of
     ``umap_gmm_labels`` on that embedding."""
-    import sys
-    import types
-
     import siamese
 
-    class FakeUMAP:  # UMAP itself is slow to import (numba): the identity stands in
-        def __init__(self, **kwargs):
-            pass
-
-        def fit_transform(self, F):
-            return F
-
-    monkeypatch.setitem(sys.modules, "umap", types.SimpleNamespace(UMAP=FakeUMAP))
+    fake_umap()  # UMAP itself is slow to import (numba): the identity stands in
     fits = []
     real_fit = siamese.SiameseEmbedder.fit_transform
 
@@ -248,21 +239,13 @@ def test_umap_siamese_start_clusters_the_seeds_siamese_embedding(bench, tmp_path
         bench.Settings(init="umap-pixels").validate()
 
 
-def test_overclustered_siamese_start_is_merged_along_the_pixel_graph(bench, monkeypatch):
+def test_overclustered_siamese_start_is_merged_along_the_pixel_graph(bench, fake_umap):
     """``start_overcluster``: the GMM over-clusters the Siamese UMAP; the raw-feature kNN
     graph merges the parts. Here the embedding glues half of class 1 next to class 0: two
     components cannot separate it, four components merged along the pixels recover both."""
-    import sys
     import types
 
-    class FakeUMAP:  # the identity: the embedding is the test's
-        def __init__(self, **kwargs):
-            pass
-
-        def fit_transform(self, F):
-            return F
-
-    monkeypatch.setitem(sys.modules, "umap", types.SimpleNamespace(UMAP=FakeUMAP))
+    fake_umap()  # the identity: the embedding is the test's
     rng = np.random.default_rng(0)
     y = np.repeat([0, 1], 40)
     X = (np.where(y[:, None] == 0, 0.0, 5.0) + rng.normal(0, 0.3, (80, 6))).astype(np.float32)
