@@ -259,9 +259,11 @@ def merge_along_graph(
     the graph's edges between them (in either direction) divided by the product of their
     sizes, i.e. the mean edge weight over all pairs of their members. Merging repeatedly
     joins the most similar pair (``scipy.cluster.hierarchy.linkage``, ``method="average"``,
-    on ``max_similarity - similarity``, cut after ``m - n_clusters`` merges). Used to over-cluster a start and then let a second
-    view of the data, such as the raw-feature kNN graph, decide which parts belong together:
-    a part that one embedding glued to the wrong cluster can join the right one.
+    on ``max_similarity - similarity``, cut after ``m - n_clusters`` merges).
+
+    Used to over-cluster a start and then let a second view of the data, such as the
+    raw-feature kNN graph, decide which parts belong together: a part that one embedding
+    glued to the wrong cluster can join the right one.
 
     Parameters
     ----------
