@@ -539,6 +539,11 @@ class Bench:
         res = self._raw_knn
         return KNNResult(res.indices[:, :k], res.distances[:, :k]), self._raw_knn_s
 
+    def siamese_knn(self) -> tuple[KNNResult, float]:
+        """The raw-feature neighbours that mine the Siamese positives (``siamese_neighbors``
+        per row, at most ``n - 1``) and the seconds of their search."""
+        return self.raw_knn(min(self.settings.siamese_neighbors, self.X.shape[0] - 1))
+
     def epoch_printer(self, label: str, seed: int) -> Callable[[dict, list], None]:
         def show(record: dict, history: list) -> None:
             scores = " ".join(f"{k} {record[k]:.4f}" for k in ("acc", "nmi", "ari") if k in record)
@@ -595,8 +600,8 @@ def siamese_embedding(b: Bench, seed: int) -> tuple[np.ndarray, dict[str, float]
 
         s = b.settings
         stages: dict[str, float] = {}
-        n_pos = min(s.siamese_neighbors, b.X.shape[0] - 1)
-        knn, stages["raw_knn"] = b.raw_knn(n_pos)
+        knn, stages["raw_knn"] = b.siamese_knn()
+        n_pos = knn.indices.shape[1]
         t0 = time.perf_counter()
         embedder = SiameseEmbedder(
             hidden=s.hidden, out_dim=s.latent_dim, n_epochs=s.siamese_epochs,
@@ -681,7 +686,7 @@ def start_init(b: Bench, seed: int) -> tuple[Any, dict[str, float]]:
                              n_init=s.gmm_n_init)
     if s.start_overcluster > 1:
         # the same search the Siamese positives came from (already run, already charged)
-        knn, _ = b.raw_knn(min(s.siamese_neighbors, b.X.shape[0] - 1))
+        knn, _ = b.siamese_knn()
         labels = merge_along_graph(labels, knn.indices, b.n_clusters)
     return LabelsInit(labels), {**stages, "siamese_umap_gmm": time.perf_counter() - t0}
 
