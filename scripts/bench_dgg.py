@@ -687,6 +687,9 @@ def start_init(b: Bench, seed: int) -> tuple[Any, dict[str, float]]:
     if s.start_overcluster > 1:
         # the same search the Siamese positives came from (already run, already charged)
         knn, _ = b.siamese_knn()
+        # a GMM component can end up with no rows: number the used parts 0..m-1 first
+        # (the identity when every part is used)
+        labels = np.unique(labels, return_inverse=True)[1].reshape(-1)
         labels = merge_along_graph(labels, knn.indices, b.n_clusters)
     return LabelsInit(labels), {**stages, "siamese_umap_gmm": time.perf_counter() - t0}
 

@@ -239,7 +239,8 @@ def test_umap_siamese_start_clusters_the_seeds_siamese_embedding(bench, tmp_path
         bench.Settings(init="umap-pixels").validate()
 
 
-def test_overclustered_siamese_start_is_merged_along_the_pixel_graph(bench, fake_umap):
+def test_overclustered_siamese_start_is_merged_along_the_pixel_graph(bench, fake_umap,
+                                                                      monkeypatch):
     """``start_overcluster``: the GMM over-clusters the Siamese UMAP; the raw-feature kNN
     graph merges the parts. Here the embedding glues half of class 1 next to class 0: two
     components cannot separate it, four components merged along the pixels recover both."""
@@ -267,6 +268,11 @@ def test_overclustered_siamese_start_is_merged_along_the_pixel_graph(bench, fake
 
     assert score_clustering(y, start(1)).acc <= 0.75  # two components keep the glued half
     assert score_clustering(y, start(2)).acc == 1.0
+    # a GMM that leaves one of its four components empty still merges (parts renumbered)
+    parts = np.repeat([0, 2, 3], [40, 20, 20])
+    monkeypatch.setattr(bench, "umap_gmm_labels", lambda *a, **k: parts)
+    merged = start(2)
+    assert score_clustering(y, merged).acc == 1.0 and set(merged) == {0, 1}
     with pytest.raises(GraphclustError, match="start_overcluster must be >= 1"):
         bench.Settings(start_overcluster=0).validate()
 
