@@ -155,6 +155,21 @@ def test_label_epochs_fit_the_start_and_are_part_of_the_run_settings(tmp_path):
         DGG(n_clusters=3, n_neighbors=5, label_epochs=-1, **TINY).fit(X, y)
 
 
+def test_label_weight_is_part_of_the_run_settings_and_checked(tmp_path):
+    X, y = blobs()
+    fitted = DGG(n_clusters=3, n_neighbors=5, label_epochs=3, label_weight=5.0,
+                 checkpoint_dir=tmp_path / "run", **TINY).fit(X, y)
+    assert cluster_acc(y, fitted.labels_) == 1.0
+    assert fitted.get_params()["label_weight"] == 5.0
+    with pytest.raises(GraphclustError, match="other settings"):
+        DGG(n_clusters=3, n_neighbors=5, label_epochs=3, label_weight=1.0,
+            checkpoint_dir=tmp_path / "run", resume=True, **TINY).fit(X, y)
+    with pytest.raises(GraphclustError, match="label_weight"):
+        DGG(n_clusters=3, n_neighbors=5, label_epochs=3, label_weight=-1.0, **TINY).fit(X, y)
+    with pytest.raises(GraphclustError, match="needs label_epochs"):
+        VaDE(n_clusters=3, label_weight=1.0, **TINY).fit(X, y)
+
+
 def test_affinity_on_edges_by_hand():
     g = KNNGraph(np.array([[1], [0], [1]]), np.ones((3, 1), np.float32), np.ones((3, 1), np.float32))
     p = np.array([[1.0, 0.0], [0.5, 0.5], [0.0, 1.0]], np.float32)

@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -71,6 +72,7 @@ _RESUMABLE = {"epochs", "device"}
 #: settings added after the first release, with the value a run folder without them implied
 _LATER_DEFAULTS = {"regularize": False, "graph_weight": 0.5, "vimco_samples": 15,
                    "pair_hidden": "500,100", "pair_epochs": 10, "label_epochs": 0,
+                   "label_weight": 0.0,
                    "grad_clip": None, "gmm_n_init": 1, "umap_neighbors": 20,
                    "likelihood": "auto", "likelihood_scale": None}
 #: models that train data-parallel under torchrun / --distributed
@@ -138,6 +140,10 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--label-epochs", type=int, default=0,
                    help="dgg/vade: epochs of fitting encoder, decoder and prior to the start's "
                         "labels before the head (default 0; helps --init umap / umap-input)")
+    p.add_argument("--label-weight", type=float, default=0.0,
+                   help="dgg/vade: weight of ln q(label | x) during label fitting, which trains "
+                        "the cluster posterior with the encoder to predict the start's labels "
+                        "(default 0; needs --label-epochs; 10 on MNIST, see BENCHMARKS.md)")
     p.add_argument("--grad-clip", default=None,
                    help="dgg/vade: clip each step's gradient norm at this multiple of the "
                         "previous epoch's median norm, or 'none' (default 10)")
@@ -260,6 +266,12 @@ def _run(args: argparse.Namespace, ctx: Any) -> int:
             "diagonal GMM of --init gmm")
     if args.label_epochs and args.model not in ("dgg", "vade"):
         raise GraphclustError(f"--label-epochs applies to dgg and vade, not {args.model}")
+    if not (math.isfinite(args.label_weight) and args.label_weight >= 0):
+        raise GraphclustError(f"--label-weight must be a finite number >= 0, got "
+                              f"{args.label_weight}")
+    if args.label_weight and not args.label_epochs:
+        raise GraphclustError("--label-weight weights a term of label fitting: it needs "
+                              "--label-epochs > 0")
     if args.regularize and args.model not in _REGULARIZABLE + ("dgg",):
         raise GraphclustError(
             f"--regularize applies to {', '.join(_REGULARIZABLE)} (dgg always trains on a graph); "
@@ -363,9 +375,11 @@ def _run(args: argparse.Namespace, ctx: Any) -> int:
         model = DGG(graph=graph if graph is not None else builder, n_neighbors=args.n_neighbors,
                     neighbor_sample=sample, pi_update=args.pi_update,
                     posterior=args.posterior, label_epochs=args.label_epochs,
+                    label_weight=args.label_weight,
                     grad_clip=args.grad_clip, **common)
     elif args.model == "vade":
         model = VaDE(graph=graph, posterior=args.posterior, label_epochs=args.label_epochs,
+                     label_weight=args.label_weight,
                      grad_clip=args.grad_clip, **common)
     elif args.model == "aegmm":
         model = AEGMM(graph=graph, **{k: v for k, v in common.items()

@@ -28,6 +28,7 @@ ranks; the training stage runs data-parallel on every rank (see
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -82,6 +83,10 @@ class PretrainConfig:
         the head is then fitted on the new latent means. 0 (default) skips it. Worth it when
         the start comes from another space (UMAP, ``umap-input``) that a linear head on the
         AE latent cannot reproduce.
+    label_weight : float
+        Weight of the term ``ln q(c = label | x)`` in label fitting, which trains the
+        cluster posterior to predict the start's labels along with the encoder (see
+        :func:`~graphclust.models.pretrain.fit_to_labels`); 0 (default) leaves it out.
     """
 
     epochs: int = 20
@@ -91,10 +96,17 @@ class PretrainConfig:
     head_C: float = 1.0
     logvar_ratio: float = 0.1
     label_epochs: int = 0
+    label_weight: float = 0.0
 
     def validate(self) -> None:
         if self.epochs < 0 or self.label_epochs < 0:
             raise GraphclustError("pretraining epochs and label_epochs must be >= 0")
+        if not (math.isfinite(self.label_weight) and self.label_weight >= 0):
+            raise GraphclustError(
+                f"label_weight must be a finite number >= 0, got {self.label_weight}")
+        if self.label_weight > 0 and self.label_epochs == 0:
+            raise GraphclustError("label_weight > 0 needs label_epochs > 0 (it weights a term "
+                                  "of label fitting)")
         if self.batch_size < 1:
             raise GraphclustError(f"pretraining batch_size must be >= 1, got {self.batch_size}")
         if not 0 <= self.noise < 1:
@@ -341,7 +353,7 @@ def fit_gmvae(
         "seed": int(seed),
     }
     ae_cfg = {k: v for k, v in asdict(pretrain).items()
-              if k not in ("head_C", "logvar_ratio", "label_epochs")}
+              if k not in ("head_C", "logvar_ratio", "label_epochs", "label_weight")}
     fp_ae = config_fingerprint({**base, "pretrain": ae_cfg})
 
     def run_ae() -> dict:
@@ -386,6 +398,8 @@ def fit_gmvae(
     head_cfg = {"init": fp_init, "head_C": pretrain.head_C, "logvar_ratio": pretrain.logvar_ratio}
     if pretrain.label_epochs:
         head_cfg["label_epochs"] = pretrain.label_epochs
+    if pretrain.label_weight:
+        head_cfg["label_weight"] = pretrain.label_weight
     fp_head = config_fingerprint(head_cfg)
 
     def run_head() -> dict:
@@ -394,7 +408,8 @@ def fit_gmvae(
         if pretrain.label_epochs:
             fit_to_labels(model, Xt, init_result.labels, pretrain.label_epochs,
                           pretrain.batch_size, pretrain.lr,
-                          generator=_gen(seeds["label_fit"]), verbose=verbose)
+                          generator=_gen(seeds["label_fit"]), verbose=verbose,
+                          label_weight=pretrain.label_weight)
             # the prior and sigma~ were trained with the encoder: kept as they are
             head_latent = latent_means(model, Xt).cpu().numpy()
         if isinstance(model.posterior, ClassifierHead):

@@ -481,6 +481,7 @@ def fit_to_labels(
     lr: float = 1e-3,
     generator: torch.Generator | None = None,
     verbose: bool = False,
+    label_weight: float = 0.0,
 ) -> list[float]:
     """Maximise the mixture ELBO with ``q(c | x)`` held at the one-hot ``labels``.
 
@@ -503,6 +504,14 @@ def fit_to_labels(
         Adam optimisation.
     generator : torch.Generator, optional
         CPU generator of the shuffle and the reparameterisation noise.
+    label_weight : float
+        Weight ``alpha`` of an added term ``alpha ln q(c = label | x)``: the model's own
+        cluster posterior (the classifier head on the latent mean, or the GMM posterior)
+        is trained to predict the labels, with the encoder (a classification term as in
+        semi-supervised VAEs). The ELBO term alone leaves the latent means only roughly
+        grouped by the labels: on MNIST after 15 epochs a linear head agreed with 97.1% of
+        the start's labels, 99.7% with ``alpha = 10`` (see BENCHMARKS.md). 0 (default)
+        leaves the head alone.
 
     Returns
     -------
@@ -511,9 +520,12 @@ def fit_to_labels(
     """
     if epochs < 0:
         raise GraphclustError(f"label fitting epochs must be >= 0, got {epochs}")
+    if not (math.isfinite(label_weight) and label_weight >= 0):
+        raise GraphclustError(f"label_weight must be a finite number >= 0, got {label_weight}")
     K = model.n_clusters
     lab = check_cluster_labels(labels, X.shape[0], K)
-    params = [p for name, p in model.named_parameters() if not name.startswith("posterior.")]
+    params = [p for name, p in model.named_parameters()
+              if label_weight > 0 or not name.startswith("posterior.")]
 
     def batch_loss(idx: torch.Tensor) -> torch.Tensor:
         x = X[idx.to(X.device)]
@@ -525,6 +537,9 @@ def fit_to_labels(
         latent = model.prior.latent_term(mu, logvar, onehot, torch.zeros_like(onehot))
         obj = (model.likelihood.log_prob(x, recon) + latent
                + (onehot * model.prior.log_weights()).sum(-1))
+        if label_weight > 0:
+            log_q = model.posterior.log_gamma(mu, mu, model.prior)
+            obj = obj + label_weight * (onehot * log_q).sum(-1)
         return -obj.mean()
 
     model.train()

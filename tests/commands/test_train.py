@@ -165,10 +165,23 @@ def test_regularize_builds_a_graph_and_bad_flags(tmp_path, capsys):
                            (["--model", "vade", "--grad-clip", "x"], "--grad-clip must be"),
                            (["--init", "umap", "--gmm-n-init", "0"], "--gmm-n-init must be"),
                            (["--init", "umap", "--umap-neighbors", "1"], "--umap-neighbors >= 2"),
-                           (["--gmm-n-init", "10"], "not to the diagonal GMM")]:
+                           (["--gmm-n-init", "10"], "not to the diagonal GMM"),
+                           (["--label-weight", "5"], "needs --label-epochs"),
+                           (["--label-epochs", "2", "--label-weight", "-1"],
+                            "--label-weight must be")]:
         assert main(["train", str(path), "-o", str(tmp_path / "bad"), *flags, *TINY]) == 2
         assert message in capsys.readouterr().err
         assert not (tmp_path / "bad").exists()
+
+
+def test_label_fitting_flags_reach_the_estimator_and_the_config(tmp_path):
+    path, _, _ = blobs(tmp_path)
+    out = tmp_path / "lw"
+    assert main(["train", str(path), "--model", "dgg", "-o", str(out), "--epochs", "1",
+                 "--label-epochs", "2", "--label-weight", "5", *TINY]) == 0
+    settings = json.loads((out / "config.json").read_text())["settings"]
+    assert (settings["label_epochs"], settings["label_weight"]) == (2, 5.0)
+    assert json.loads((out / "metrics.json").read_text())["scores"]["acc"] == 1.0
 
 
 def test_umap_start_flags_build_the_estimators_init():

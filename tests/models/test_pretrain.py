@@ -222,6 +222,54 @@ def test_fit_to_labels_makes_the_latent_gmm_agree_with_the_labels():
         fit_to_labels(m, Xt, y, -1)
 
 
+def _xor_model():
+    """The XOR data of the test above and a pretrained model whose prior is set from y."""
+    rng = np.random.default_rng(0)
+    bits = rng.integers(0, 2, (200, 2))
+    y = bits[:, 0] ^ bits[:, 1]
+    X = np.clip(np.repeat(bits, 4, axis=1) + rng.normal(0, 0.05, (200, 8)), 0, 1)
+    Xt = torch.from_numpy(X.astype(np.float32))
+    m = build_gmvae(8, 2, BernoulliLikelihood(), latent_dim=2, hidden=(32,),
+                    generator=torch.Generator().manual_seed(0))
+    pretrain_autoencoder(m, Xt, 30, batch_size=32, lr=3e-3, noise=0.0,
+                         generator=torch.Generator().manual_seed(1))
+    apply_init(m, moments_from_labels(latent_means(m, Xt).numpy(), y, 2))
+    return m, Xt, y
+
+
+def test_label_weight_adds_the_posterior_log_likelihood_of_the_labels():
+    m, Xt, y = _xor_model()
+    state = {k: v.clone() for k, v in m.state_dict().items()}
+
+    def first_loss(weight):
+        m.load_state_dict(state)
+        # one batch holding every row: the loss is taken before the only step
+        return fit_to_labels(m, Xt, y, 1, batch_size=len(y), lr=1e-3, label_weight=weight,
+                             generator=torch.Generator().manual_seed(2))[0]
+
+    m.load_state_dict(state)
+    with torch.no_grad():
+        mu = m.encoder(Xt)[0]
+        by_hand = -torch.log_softmax(m.posterior.linear(mu), -1)[np.arange(len(y)), y].mean()
+    # same noise, same model: the losses differ by exactly weight * mean(-ln q(y | x))
+    assert first_loss(3.0) - first_loss(0.0) == pytest.approx(3.0 * by_hand.item(), rel=1e-4)
+    assert by_hand.item() > 0.1  # an untrained head: the term is not vanishing
+
+
+def test_label_weight_trains_the_head_to_reproduce_the_labels():
+    m, Xt, y = _xor_model()
+    head = {k: v.clone() for k, v in m.posterior.state_dict().items()}
+    fit_to_labels(m, Xt, y, 60, batch_size=32, lr=3e-3, label_weight=5.0,
+                  generator=torch.Generator().manual_seed(2))
+    assert any(not torch.equal(v, head[k]) for k, v in m.posterior.state_dict().items())
+    with torch.no_grad():
+        pred = m.posterior.log_gamma(latent_means(m, Xt), None, None).argmax(1).numpy()
+    assert np.mean(pred == y) >= 0.97  # the head itself, no relabelling
+    for bad in (-1.0, float("nan"), float("inf")):
+        with pytest.raises(GraphclustError, match="label_weight"):
+            fit_to_labels(m, Xt, y, 1, label_weight=bad)
+
+
 def _greedy_average_merge(labels, neighbors, weights, n_clusters):
     """Brute-force reference: join the pair of groups with the largest mean pair weight."""
     n = len(labels)
