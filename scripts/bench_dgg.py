@@ -159,6 +159,8 @@ class Settings:
     label_epochs : int
         Epochs of fitting the model to the start's labels before the head (DGG's
         ``label_epochs``; 0: none).
+    label_weight : float
+        Weight of ``ln q(label | x)`` in label fitting (DGG's ``label_weight``; 0: none).
     grad_clip : float or None
         DGG / VaDE gradient clip, a multiple of the previous epoch's median norm (None: off).
     likelihood : {"auto", "bernoulli", "gaussian", "multinomial"}
@@ -185,6 +187,7 @@ class Settings:
     gmm_n_init: int = 1
     start_overcluster: int = 1
     label_epochs: int = 0
+    label_weight: float = 0.0
     grad_clip: float | None = 10.0
     likelihood: str = "auto"
     likelihood_scale: float | None = None
@@ -207,6 +210,8 @@ class Settings:
                 f"hidden must be positive widths, e.g. 500,500,2000; got {self.hidden}")
         if not self.lr > 0:
             raise GraphclustError(f"lr must be > 0, got {self.lr}")
+        if not self.label_weight >= 0:
+            raise GraphclustError(f"label_weight must be >= 0, got {self.label_weight}")
         if self.grad_clip is not None and not self.grad_clip > 1:
             raise GraphclustError(f"grad_clip must be > 1 or None, got {self.grad_clip}")
         if self.likelihood != "auto" and self.likelihood not in LIKELIHOODS:
@@ -227,10 +232,13 @@ RECOMMENDED: dict[str, Settings] = {
     # to 96.40 of the start's 97.65 on seed 0 (5: 95.71; DGG 97.53 against 97.30). The start
     # over-clusters (20 components) and merges along the raw-feature graph: seed 2's start rose
     # from 96.41 to 97.59; 3 seeds DGG 97.47 +- 0.14 in 1,724-1,850 s each, so seed 2 ran past
-    # the 30-minute target (BENCHMARKS.md)
-    "mnist": Settings(pretrain_epochs=20, epochs=20, siamese_epochs=20, label_epochs=15,
-                      siamese_mutual=True, siamese_augment=True, init="umap-siamese",
-                      start_overcluster=2),
+    # the 30-minute target (BENCHMARKS.md). Label fitting with weight 10 on ln q(label | x)
+    # lifts the head's agreement with seed 0's start from 97.1% to 99.7% (ACC 96.40 -> 97.72),
+    # and DGG then rises above the start (97.81 at epoch 12, scratch) instead of recovering
+    # towards it, so 15 DGG epochs leave time for the slowest seed
+    "mnist": Settings(pretrain_epochs=20, epochs=15, siamese_epochs=20, label_epochs=15,
+                      label_weight=10.0, siamese_mutual=True, siamese_augment=True,
+                      init="umap-siamese", start_overcluster=2),
     # a text likelihood (multinomial, tf-idf weights x 10 as counts) on a 20-d latent, started
     # from UMAP + GMM of the tf-idf rows, with DGG's graph on the raw rows (BENCHMARKS.md):
     # 3 seeds ACC 55.82 +- 4.10 against spectral's 43.98; 39.62 (1 seed) with Bernoulli
@@ -701,7 +709,8 @@ def run_dgg(b: Bench, seed: int) -> SeedRun:
     pre.update({k: v for k, v in init_stages.items() if k not in pre})  # Siamese counted once
     est = DGG(graph=graph, n_neighbors=s.n_neighbors, init=init, n_epochs=s.epochs,
               batch_size=s.batch_size, lr=s.lr, label_epochs=s.label_epochs,
-              grad_clip=s.grad_clip, callbacks=[b.epoch_printer("DGG", seed)],
+              label_weight=s.label_weight, grad_clip=s.grad_clip,
+              callbacks=[b.epoch_printer("DGG", seed)],
               **b.mixture_kwargs(seed))
     run = _mixture_run(b, est, pre)
     run.info["seed"] = seed
@@ -714,8 +723,8 @@ def run_vade(b: Bench, seed: int) -> SeedRun:
     s = b.settings
     init, pre = start_init(b, seed)
     est = VaDE(init=init, n_epochs=s.epochs, batch_size=s.batch_size, lr=s.lr,
-               label_epochs=s.label_epochs, grad_clip=s.grad_clip,
-               callbacks=[b.epoch_printer("VaDE", seed)],
+               label_epochs=s.label_epochs, label_weight=s.label_weight,
+               grad_clip=s.grad_clip, callbacks=[b.epoch_printer("VaDE", seed)],
                **b.mixture_kwargs(seed))
     return _mixture_run(b, est, pre)
 
@@ -1040,7 +1049,8 @@ def resolve_settings(name: str, args: argparse.Namespace) -> Settings:
         "siamese_epochs": args.siamese_epochs, "siamese_neighbors": args.siamese_neighbors,
         "umap_neighbors": args.umap_neighbors, "gmm_n_init": args.gmm_n_init,
         "start_overcluster": args.start_overcluster,
-        "label_epochs": args.label_epochs, "siamese_mutual": args.siamese_mutual,
+        "label_epochs": args.label_epochs, "label_weight": args.label_weight,
+        "siamese_mutual": args.siamese_mutual,
         "siamese_augment": args.siamese_augment, "likelihood": args.likelihood,
         "likelihood_scale": args.likelihood_scale,
     }
@@ -1087,6 +1097,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "the raw-feature kNN graph (1: no merging)")
     g.add_argument("--label-epochs", type=int, default=None,
                    help="epochs of fitting DGG / VaDE to the start's labels before the head")
+    g.add_argument("--label-weight", type=float, default=None,
+                   help="weight of ln q(label | x) in that fitting (0: none)")
     g.add_argument("--grad-clip", default=None,
                    help="DGG / VaDE gradient clip: a multiple of the previous epoch's median "
                         "norm, or 'none' (default 10)")
