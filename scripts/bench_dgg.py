@@ -234,8 +234,8 @@ RECOMMENDED: dict[str, Settings] = {
     # from 96.41 to 97.59; 3 seeds DGG 97.47 +- 0.14 in 1,724-1,850 s each, so seed 2 ran past
     # the 30-minute target (BENCHMARKS.md). Label fitting with weight 10 on ln q(label | x)
     # lifts the head's agreement with seed 0's start from 97.1% to 99.7% (ACC 96.40 -> 97.72),
-    # and DGG then rises above the start (97.81 at epoch 12, scratch) instead of recovering
-    # towards it, so 15 DGG epochs leave time for the slowest seed
+    # and DGG then rises above the start instead of recovering towards it: 3 seeds DGG
+    # 97.75 +- 0.06 with 15 DGG epochs, 1,540-1,735 s per seed (BENCHMARKS.md)
     "mnist": Settings(pretrain_epochs=20, epochs=15, siamese_epochs=20, label_epochs=15,
                       label_weight=10.0, siamese_mutual=True, siamese_augment=True,
                       init="umap-siamese", start_overcluster=2),
