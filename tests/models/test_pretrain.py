@@ -222,14 +222,14 @@ def test_fit_to_labels_makes_the_latent_gmm_agree_with_the_labels():
         fit_to_labels(m, Xt, y, -1)
 
 
-def _xor_model():
+def _xor_model(posterior="head"):
     """The XOR data of the test above and a pretrained model whose prior is set from y."""
     rng = np.random.default_rng(0)
     bits = rng.integers(0, 2, (200, 2))
     y = bits[:, 0] ^ bits[:, 1]
     X = np.clip(np.repeat(bits, 4, axis=1) + rng.normal(0, 0.05, (200, 8)), 0, 1)
     Xt = torch.from_numpy(X.astype(np.float32))
-    m = build_gmvae(8, 2, BernoulliLikelihood(), latent_dim=2, hidden=(32,),
+    m = build_gmvae(8, 2, BernoulliLikelihood(), latent_dim=2, hidden=(32,), posterior=posterior,
                     generator=torch.Generator().manual_seed(0))
     pretrain_autoencoder(m, Xt, 30, batch_size=32, lr=3e-3, noise=0.0,
                          generator=torch.Generator().manual_seed(1))
@@ -237,8 +237,9 @@ def _xor_model():
     return m, Xt, y
 
 
-def test_label_weight_adds_the_posterior_log_likelihood_of_the_labels():
-    m, Xt, y = _xor_model()
+@pytest.mark.parametrize("posterior", ["head", "gmm"])
+def test_label_weight_adds_the_posterior_log_likelihood_of_the_labels(posterior):
+    m, Xt, y = _xor_model(posterior)
     state = {k: v.clone() for k, v in m.state_dict().items()}
 
     def first_loss(weight):
@@ -250,7 +251,15 @@ def test_label_weight_adds_the_posterior_log_likelihood_of_the_labels():
     m.load_state_dict(state)
     with torch.no_grad():
         mu = m.encoder(Xt)[0]
-        by_hand = -torch.log_softmax(m.posterior.linear(mu), -1)[np.arange(len(y)), y].mean()
+        if posterior == "head":
+            logits = m.posterior.linear(mu)
+        else:  # pi_k N(mu; mu_k, sigma_k^2), diagonal, normalised over k
+            pr = m.prior
+            var = pr.log_vars.exp()[None]
+            logits = torch.log_softmax(pr.mixing_logits, -1) - 0.5 * (
+                (mu[:, None, :] - pr.means[None]) ** 2 / var + torch.log(2 * torch.pi * var)
+            ).sum(-1)
+        by_hand = -torch.log_softmax(logits, -1)[np.arange(len(y)), y].mean()
     # same noise, same model: the losses differ by exactly weight * mean(-ln q(y | x))
     assert first_loss(3.0) - first_loss(0.0) == pytest.approx(3.0 * by_hand.item(), rel=1e-4)
     assert by_hand.item() > 0.1  # an untrained head: the term is not vanishing
