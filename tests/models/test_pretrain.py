@@ -182,20 +182,26 @@ def test_umap_gmm_labels_of_another_embedding_start_through_labels_init(fake_uma
     np.testing.assert_allclose(via_labels.variances, via_input.variances, rtol=1e-6)
 
 
-def test_fit_to_labels_makes_the_latent_gmm_agree_with_the_labels():
-    """Labels the raw AE latent cannot separate linearly (XOR of two features) become
-    the latent GMM's own clusters after fitting to them."""
+def _xor_model(posterior="head"):
+    """XOR labels of two binary features (which the raw AE latent cannot separate
+    linearly), the data, and a pretrained model whose prior is set from the labels."""
     rng = np.random.default_rng(0)
-    n = 200
-    bits = rng.integers(0, 2, (n, 2))
+    bits = rng.integers(0, 2, (200, 2))
     y = bits[:, 0] ^ bits[:, 1]
-    X = np.clip(np.repeat(bits, 4, axis=1) + rng.normal(0, 0.05, (n, 8)), 0, 1).astype(np.float32)
-    Xt = torch.from_numpy(X)
-    m = build_gmvae(8, 2, BernoulliLikelihood(), latent_dim=2, hidden=(32,),
+    X = np.clip(np.repeat(bits, 4, axis=1) + rng.normal(0, 0.05, (200, 8)), 0, 1)
+    Xt = torch.from_numpy(X.astype(np.float32))
+    m = build_gmvae(8, 2, BernoulliLikelihood(), latent_dim=2, hidden=(32,), posterior=posterior,
                     generator=torch.Generator().manual_seed(0))
     pretrain_autoencoder(m, Xt, 30, batch_size=32, lr=3e-3, noise=0.0,
                          generator=torch.Generator().manual_seed(1))
     apply_init(m, moments_from_labels(latent_means(m, Xt).numpy(), y, 2))
+    return m, Xt, y
+
+
+def test_fit_to_labels_makes_the_latent_gmm_agree_with_the_labels():
+    """Labels the raw AE latent cannot separate linearly (XOR of two features) become
+    the latent GMM's own clusters after fitting to them."""
+    m, Xt, y = _xor_model()
 
     def gmm_acc():
         with torch.no_grad():
@@ -220,21 +226,6 @@ def test_fit_to_labels_makes_the_latent_gmm_agree_with_the_labels():
         fit_to_labels(m, Xt, y + 1, 1)
     with pytest.raises(GraphclustError, match=">= 0"):
         fit_to_labels(m, Xt, y, -1)
-
-
-def _xor_model(posterior="head"):
-    """The XOR data of the test above and a pretrained model whose prior is set from y."""
-    rng = np.random.default_rng(0)
-    bits = rng.integers(0, 2, (200, 2))
-    y = bits[:, 0] ^ bits[:, 1]
-    X = np.clip(np.repeat(bits, 4, axis=1) + rng.normal(0, 0.05, (200, 8)), 0, 1)
-    Xt = torch.from_numpy(X.astype(np.float32))
-    m = build_gmvae(8, 2, BernoulliLikelihood(), latent_dim=2, hidden=(32,), posterior=posterior,
-                    generator=torch.Generator().manual_seed(0))
-    pretrain_autoencoder(m, Xt, 30, batch_size=32, lr=3e-3, noise=0.0,
-                         generator=torch.Generator().manual_seed(1))
-    apply_init(m, moments_from_labels(latent_means(m, Xt).numpy(), y, 2))
-    return m, Xt, y
 
 
 @pytest.mark.parametrize("posterior", ["head", "gmm"])
