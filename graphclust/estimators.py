@@ -151,7 +151,7 @@ def _resolve_init(init: Any) -> Callable:
     if init in INIT_NAMES:
         return named_init(init)
     raise GraphclustError(
-        f"unknown init {init!r}; expected 'gmm', 'umap', 'umap-input' or a callable "
+        f"unknown init {init!r}; expected one of {', '.join(INIT_NAMES)} or a callable "
         "(latent, n_clusters, random_state) -> InitResult"
     )
 
@@ -363,10 +363,12 @@ _COMMON_DOC = """
     posterior : {"head", "gmm"}
         ``q(c | x)``: a linear+softmax head on the latent mean (DGG reference, default) or
         the GMM posterior ``pi_k N(z; mu_k, sigma_k^2)`` (original VaDE).
-    init : {"gmm", "umap", "umap-input"} or callable
+    init : {"gmm", "umap", "umap-input", "umap-input-consensus"} or callable
         Latent clustering that starts the model: a diagonal GMM on the AE latent means, or
         UMAP(10-d) + full GMM labels (the N2D recipe; needs umap-learn) of the latent means
-        (``umap``) or of the input features (``umap-input``), or a callable
+        (``umap``) or of the input features (``umap-input``), or the consensus of nine such
+        runs of the input features (``umap-input-consensus``, three UMAP neighbourhoods
+        times three metrics; :func:`~graphclust.models.pretrain.named_init`), or a callable
         ``(latent, n_clusters, random_state) -> InitResult`` (see graphclust.models.pretrain),
         e.g. ``UMAPGMMInit(n_neighbors=5, n_init=10, space="input")``, the COIL-20 start.
     n_epochs : int

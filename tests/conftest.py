@@ -36,7 +36,8 @@ def shared_data_dir() -> Path:
 @pytest.fixture
 def fake_umap(monkeypatch: pytest.MonkeyPatch):
     """Install a stand-in ``umap`` module: ``fake_umap(transform)`` makes ``UMAP(**kw)``
-    record ``kw`` and ``fit_transform(F)`` record ``F.shape`` (key ``"shape"``) and return
+    record ``kw`` (the latest call's keys, and every call's ``kw`` in the list ``"calls"``)
+    and ``fit_transform(F)`` record ``F.shape`` (key ``"shape"``) and return
     ``transform(F)`` (the identity by default). Returns the dict of what it saw.
 
     umap-learn is slow to import and compile (numba); the code around it is what is tested.
@@ -45,11 +46,12 @@ def fake_umap(monkeypatch: pytest.MonkeyPatch):
     import types
 
     def install(transform=lambda F: F) -> dict:
-        seen: dict = {}
+        seen: dict = {"calls": []}
 
         class FakeUMAP:
             def __init__(self, **kwargs):
                 seen.update(kwargs)
+                seen["calls"].append(dict(kwargs))
 
             def fit_transform(self, F):
                 seen["shape"] = F.shape

@@ -65,6 +65,8 @@ MODELS = ("dgg", "vade", "gmvae", "kdvae", "kdae", "vcami", "aegmm")
 #: ``--likelihood`` values: "auto" and the names of graphclust.nn.likelihood.LIKELIHOODS
 #: (spelled out so that building the parser does not import torch; a test keeps them equal)
 LIKELIHOOD_CHOICES = ("auto", "bernoulli", "gaussian", "multinomial")
+#: ``--init`` values: graphclust.models.pretrain.INIT_NAMES (spelled out likewise; tested)
+INIT_CHOICES = ("gmm", "umap", "umap-input", "umap-input-consensus")
 #: models that train with the plug-in graph regulariser when given a graph
 _REGULARIZABLE = ("gmvae", "kdvae", "kdae", "vcami")
 #: config keys that may change between a run and its resumption
@@ -128,18 +130,21 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                         "(default 10)")
     p.add_argument("--pi-update", choices=("epoch", "batch"), default="epoch",
                    help="node mixing weights recomputed once per epoch (default) or per batch")
-    p.add_argument("--init", choices=("gmm", "umap", "umap-input"), default="gmm",
+    p.add_argument("--init", choices=INIT_CHOICES, default="gmm",
                    help="clustering that starts the model: diagonal GMM of the AE latent "
                         "(default), UMAP + full GMM of the AE latent (N2D recipe, needs "
-                        "umap-learn) or UMAP + full GMM of the input features (umap-input)")
+                        "umap-learn), UMAP + full GMM of the input features (umap-input), or "
+                        "the consensus of nine such runs of the input features with UMAP "
+                        "neighbourhoods --umap-neighbors - 2 .. --umap-neighbors and the "
+                        "euclidean, cosine and correlation metrics (umap-input-consensus)")
     p.add_argument("--umap-neighbors", type=int, default=20,
-                   help="--init umap / umap-input: UMAP's n_neighbors (default 20; 5 on COIL-20)")
+                   help="--init umap*: UMAP's n_neighbors (default 20; 5 on COIL-20)")
     p.add_argument("--gmm-n-init", type=int, default=1,
-                   help="--init umap / umap-input: restarts of the full GMM, the most likely "
+                   help="--init umap*: restarts of the full GMM, the most likely "
                         "kept (default 1; 10 on COIL-20, see BENCHMARKS.md)")
     p.add_argument("--label-epochs", type=int, default=0,
                    help="dgg/vade: epochs of fitting encoder, decoder and prior to the start's "
-                        "labels before the head (default 0; helps --init umap / umap-input)")
+                        "labels before the head (default 0; helps the --init umap* starts)")
     p.add_argument("--label-weight", type=float, default=0.0,
                    help="dgg/vade: weight of ln q(label | x) during label fitting, which trains "
                         "the cluster posterior with the encoder to predict the start's labels "
@@ -262,7 +267,7 @@ def _run(args: argparse.Namespace, ctx: Any) -> int:
                               f"{args.gmm_n_init} and {args.umap_neighbors}")
     if (args.gmm_n_init, args.umap_neighbors) != (1, 20) and args.init == "gmm":
         raise GraphclustError(
-            "--gmm-n-init and --umap-neighbors apply to --init umap / umap-input, not to the "
+            "--gmm-n-init and --umap-neighbors apply to the --init umap* starts, not to the "
             "diagonal GMM of --init gmm")
     if args.label_epochs and args.model not in ("dgg", "vade"):
         raise GraphclustError(f"--label-epochs applies to dgg and vade, not {args.model}")

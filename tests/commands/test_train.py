@@ -203,6 +203,12 @@ def test_umap_start_flags_build_the_estimators_init():
     assert isinstance(init, UMAPGMMInit)
     assert (init.space, init.n_neighbors, init.n_init) == ("input", 5, 10)
     assert init_of("--init", "umap", "--gmm-n-init", "3").space == "latent"
+    consensus = init_of("--init", "umap-input-consensus", "--umap-neighbors", "5")
+    assert (consensus.space, consensus.n_neighbors) == ("input", (3, 4, 5))
+    from graphclust.commands.train import INIT_CHOICES
+    from graphclust.models.pretrain import INIT_NAMES
+
+    assert INIT_CHOICES == INIT_NAMES  # spelled out in the CLI so the parser needs no torch
 
 
 def test_multinomial_likelihood_on_word_counts(tmp_path, capsys):

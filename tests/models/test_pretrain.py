@@ -5,6 +5,8 @@ import torch
 from graphclust.metrics import cluster_acc
 from graphclust.models.mixture import build_gmvae
 from graphclust.models.pretrain import (
+    CONSENSUS_METRICS,
+    INIT_NAMES,
     GMMInit,
     LabelsInit,
     UMAPGMMInit,
@@ -13,10 +15,12 @@ from graphclust.models.pretrain import (
     latent_means,
     merge_along_graph,
     moments_from_labels,
+    named_init,
     pretrain_autoencoder,
     pretrain_head,
     run_init,
     umap_gmm_labels,
+    umap_gmm_runs,
 )
 from graphclust.nn.likelihood import BernoulliLikelihood
 from graphclust.utils import GraphclustError
@@ -180,6 +184,89 @@ def test_umap_gmm_labels_of_another_embedding_start_through_labels_init(fake_uma
     np.testing.assert_array_equal(via_labels.labels, via_input.labels)
     np.testing.assert_allclose(via_labels.means, via_input.means, rtol=1e-6)
     np.testing.assert_allclose(via_labels.variances, via_input.variances, rtol=1e-6)
+
+
+def test_umap_ensemble_runs_every_pair_and_takes_their_consensus(fake_umap):
+    """Several ``n_neighbors`` / metrics: one UMAP + GMM run per pair, each with its own seed,
+    and the consensus of their labels. The stand-in UMAP of the ``n_neighbors=4`` runs
+    glues clusters 1 and 2 together and splits cluster 0, so those runs are wrong; the
+    consensus of all six is exact."""
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1, 2], 30)
+    X = (rng.normal(0, 0.3, (90, 2)) + np.array([[0, 0], [8, 0], [0, 8]])[y]).astype(np.float32)
+    glued = np.where(y[:, None] == 2, X - [[-8, 8]], X)  # cluster 2 onto cluster 1
+    glued[:15] -= [20, 0]  # half of cluster 0 far off
+    seen = fake_umap(lambda F: glued if seen["n_neighbors"] == 4 else F)
+    one_wrong = umap_gmm_labels(X, 3, 0, n_neighbors=4)
+    assert cluster_acc(y, one_wrong) < 0.7
+    seen["calls"].clear()
+    labels = umap_gmm_labels(X, 3, 5, n_neighbors=(3, 4, 5), metric=("euclidean", "cosine"))
+    assert cluster_acc(y, labels) == 1.0
+    assert [(c["n_neighbors"], c["metric"]) for c in seen["calls"]] == [
+        (nn, m) for nn in (3, 4, 5) for m in ("euclidean", "cosine")]
+    seeds = [c["random_state"] for c in seen["calls"]]
+    assert len(set(seeds)) == 6 and all(0 <= s < 2**31 for s in seeds)
+    # the same seed gives the same runs (and labels); one pair is a plain single run
+    seen["calls"].clear()
+    again = umap_gmm_labels(X, 3, 5, n_neighbors=(3, 4, 5), metric=("euclidean", "cosine"))
+    assert (again == labels).all() and [c["random_state"] for c in seen["calls"]] == seeds
+    seen["calls"].clear()
+    umap_gmm_labels(X, 3, 5, n_neighbors=[3], metric="cosine")
+    assert [(c["n_neighbors"], c["metric"], c["random_state"]) for c in seen["calls"]] == [
+        (3, "cosine", 5)]
+    # the initialiser: lists in, tuples in the repr (its stage fingerprint), defaults left out
+    init = UMAPGMMInit(n_neighbors=[3, 4, 5], metric=["euclidean", "cosine"], space="input")
+    assert (init.n_neighbors, init.metric) == ((3, 4, 5), ("euclidean", "cosine"))
+    assert "n_neighbors=(3, 4, 5)" in repr(init) and "metric=('euclidean', 'cosine')" in repr(init)
+    assert "metric" not in repr(UMAPGMMInit())
+    r = run_init(init, rng.normal(size=(90, 3)).astype(np.float32), 3, 5, data=X)
+    assert cluster_acc(y, r.labels) == 1.0
+    for kw in ({"n_neighbors": "5"}, {"n_neighbors": []}, {"n_neighbors": [3, 4.5]},
+               {"metric": 3}, {"metric": ["cosine", None]}):
+        with pytest.raises(GraphclustError, match=next(iter(kw))):
+            UMAPGMMInit(**kw)
+
+
+def test_collapsed_umap_clusters_raise_the_covariance_floor(fake_umap, monkeypatch):
+    """A GMM that fails with scikit-learn's "ill-defined empirical covariance" error (UMAP
+    with min_dist 0 can pack a small cluster into a point) is refitted with a higher
+    ``reg_covar``; when every floor fails, the error names the run and what to try."""
+    import sklearn.mixture
+
+    fake_umap()
+    real = sklearn.mixture.GaussianMixture
+    floors = []
+
+    def fussy(floor_that_works):
+        class Fussy(real):
+            def fit_predict(self, X, y=None):
+                floors.append(self.reg_covar)
+                if self.reg_covar < floor_that_works:
+                    raise ValueError("Fitting the mixture model failed because some "
+                                     "components have ill-defined empirical covariance (...)")
+                return super().fit_predict(X, y)
+        return Fussy
+
+    X, y = binary_blobs()
+    monkeypatch.setattr(sklearn.mixture, "GaussianMixture", fussy(1e-4))
+    runs = umap_gmm_runs(X, 3, 0, n_neighbors=(3, 4))
+    assert runs.shape == (2, 90) and floors == [1e-6, 1e-4, 1e-6, 1e-4]
+    assert all(cluster_acc(y, r) == 1.0 for r in runs)
+    monkeypatch.setattr(sklearn.mixture, "GaussianMixture", fussy(1.0))
+    with pytest.raises(GraphclustError, match=r"n_neighbors=5.*collapsed components"):
+        umap_gmm_runs(X, 3, 0, n_neighbors=5)
+
+
+def test_named_consensus_start():
+    """``umap-input-consensus``: three neighbourhoods ending at ``umap_neighbors`` (at least 2)
+    times three metrics, of the input features."""
+    init = named_init("umap-input-consensus", umap_neighbors=5, n_init=10)
+    assert (init.space, init.n_neighbors, init.n_init) == ("input", (3, 4, 5), 10)
+    assert init.metric == CONSENSUS_METRICS == ("euclidean", "cosine", "correlation")
+    assert named_init("umap-input-consensus", umap_neighbors=3).n_neighbors == (2, 3)
+    assert set(INIT_NAMES) == {"gmm", "umap", "umap-input", "umap-input-consensus"}
+    with pytest.raises(GraphclustError, match="umap-input-consensus"):
+        named_init("consensus")
 
 
 def _xor_model(posterior="head"):
