@@ -82,6 +82,7 @@ from graphclust.graph.graph import KNNGraph, build_knn_graph, data_fingerprint
 from graphclust.graph.knn import KNNResult, knn_search
 from graphclust.metrics import neighbor_purity, score_clustering
 from graphclust.models.batching import NeighborBatches
+from graphclust.models.consensus import coassociation_labels
 from graphclust.models.mixture import GMVAE, build_gmvae
 from graphclust.models.pretrain import (
     INIT_NAMES,
@@ -89,6 +90,7 @@ from graphclust.models.pretrain import (
     merge_along_graph,
     named_init,
     umap_gmm_labels,
+    umap_gmm_runs,
 )
 from graphclust.models.training import parse_grad_clip
 from graphclust.nn.dgg import PI_FLOOR, DGGObjective, MixingPropagation
@@ -107,8 +109,9 @@ GRAPH_SPACES = ("siamese", "latent", "input")
 #: search methods of :func:`graphclust.graph.knn.knn_search`
 KNN_METHODS = ("exact", "approx", "faiss-flat", "ivf", "hnsw", "torch")
 #: Starting clusterings of DGG / VaDE: graphclust.estimators.DGG's named ``init`` values,
-#: plus ``umap-siamese`` (UMAP + full GMM of the seed's Siamese embedding, given as labels)
-INITS = (*INIT_NAMES, "umap-siamese")
+#: plus ``umap-siamese`` (UMAP + full GMM of the seed's Siamese embedding, given as labels) and
+#: ``consensus-siamese`` (the input's nine-run consensus joined by three runs of that embedding)
+INITS = (*INIT_NAMES, "umap-siamese", "consensus-siamese")
 #: DGG epochs in the paper (design note DGG.md, section 6)
 PAPER_EPOCHS = 300
 #: DGG accuracy reported by the paper (design note section 6); HHAR is VaDE's HAR.mat
@@ -129,10 +132,13 @@ class Settings:
         Denoising-AE pretraining.
     epochs, batch_size, lr :
         DGG / VaDE training (Adam, anchors per batch).
-    init : {"umap", "umap-input", "umap-siamese", "gmm"}
+    init : {"umap", "umap-input", "umap-input-consensus", "umap-siamese", \
+            "consensus-siamese", "gmm"}
         Clustering that starts DGG and VaDE (UMAP + full GMM of the AE latent, of the
-        input features or of the seed's Siamese embedding, or a diagonal GMM of the AE
-        latent).
+        input features or of the seed's Siamese embedding; the consensus of nine UMAP + GMM
+        runs of the input features, three neighbourhoods times three metrics; that consensus
+        with three more runs, of the Siamese embedding (euclidean, the same neighbourhoods);
+        or a diagonal GMM of the AE latent).
     graph : {"siamese", "latent", "input"}
         Space of DGG's kNN graph: the Siamese embedding (the paper), the pretrained AE's
         latent means, or the raw features.
@@ -147,7 +153,9 @@ class Settings:
         Augment both arms of every Siamese pair (``default_augmenter`` of the data: shifts and
         rotations for images).
     umap_neighbors : int
-        UMAP's ``n_neighbors`` in the ``umap``, ``umap-input`` and ``umap-siamese`` starts.
+        UMAP's ``n_neighbors`` in the ``umap``, ``umap-input`` and ``umap-siamese`` starts;
+        the largest of the three in ``umap-input-consensus``
+        (:func:`~graphclust.models.pretrain.named_init`).
     gmm_n_init : int
         Restarts of the full GMM in the UMAP starts (best likelihood kept).
     start_overcluster : int
@@ -682,13 +690,24 @@ def _mixture_run(b: Bench, est, pre_stages: dict[str, float]) -> SeedRun:
 
 def start_init(b: Bench, seed: int) -> tuple[Any, dict[str, float]]:
     """The ``init`` of DGG / VaDE for these settings, and the seconds of the steps it ran
-    before the fit (``umap-siamese``: the Siamese embedding and its UMAP + GMM clustering,
-    passed on as :class:`LabelsInit`; the named starts run inside the fit)."""
+    before the fit (``umap-siamese``: the Siamese embedding and its UMAP + GMM clustering;
+    ``consensus-siamese``: the embedding and the consensus of the input's and its UMAP + GMM
+    runs; both passed on as :class:`LabelsInit`; the named starts run inside the fit)."""
     s = b.settings
-    if s.init != "umap-siamese":
+    if s.init not in ("umap-siamese", "consensus-siamese"):
         return named_init(s.init, s.umap_neighbors, s.gmm_n_init), {}
     emb, stages = siamese_embedding(b, seed)
     t0 = time.perf_counter()
+    if s.init == "consensus-siamese":
+        grid = named_init("umap-input-consensus", s.umap_neighbors, s.gmm_n_init)
+        runs = np.vstack([
+            umap_gmm_runs(b.X, b.n_clusters, seed, n_neighbors=grid.n_neighbors,
+                          metric=grid.metric, n_init=s.gmm_n_init, verbose=b.args.verbose),
+            umap_gmm_runs(emb, b.n_clusters, seed, n_neighbors=grid.n_neighbors,
+                          n_init=s.gmm_n_init, verbose=b.args.verbose),
+        ])
+        labels = coassociation_labels(runs, b.n_clusters)
+        return LabelsInit(labels), {**stages, "consensus": time.perf_counter() - t0}
     n_parts = b.n_clusters * s.start_overcluster
     if n_parts > b.X.shape[0]:
         raise GraphclustError(f"start_overcluster {s.start_overcluster} asks for {n_parts} "
@@ -1090,9 +1109,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--lr", type=float, default=None, help="DGG / VaDE Adam learning rate")
     g.add_argument("--init", choices=INITS, default=None,
                    help="clustering that starts DGG / VaDE (umap: the N2D recipe; umap-input: "
-                        "UMAP of the input features; umap-siamese: of the Siamese embedding)")
+                        "UMAP of the input features; umap-siamese: of the Siamese embedding; "
+                        "umap-input-consensus: consensus of nine runs on the input; "
+                        "consensus-siamese: those and three runs on the Siamese embedding)")
     g.add_argument("--umap-neighbors", type=int, default=None,
-                   help="UMAP n_neighbors of the umap, umap-input and umap-siamese starts")
+                   help="UMAP n_neighbors of the UMAP starts (the consensus starts: the "
+                        "largest of their three)")
     g.add_argument("--gmm-n-init", type=int, default=None,
                    help="restarts of the GMM of the UMAP starts (best kept)")
     g.add_argument("--start-overcluster", type=int, default=None,

@@ -277,6 +277,36 @@ def test_overclustered_siamese_start_is_merged_along_the_pixel_graph(bench, fake
         bench.Settings(start_overcluster=0).validate()
 
 
+def test_consensus_siamese_start_joins_input_and_embedding_runs(bench, fake_umap):
+    """``--init consensus-siamese``: nine UMAP + GMM runs of the input (three neighbourhoods
+    ending at ``umap_neighbors``, three metrics) and three of the seed's Siamese embedding
+    (euclidean), joined by :func:`coassociation_labels`."""
+    import types
+
+    seen = fake_umap()  # the identity: the embedding is the test's
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1, 2], 30)
+    X = (6 * np.eye(6)[y] + rng.normal(0, 0.3, (90, 6))).astype(np.float32)
+    emb = (4 * np.eye(3)[y] + rng.normal(0, 0.3, (90, 3))).astype(np.float32)
+    args = bench.build_parser().parse_args(["--init", "consensus-siamese"])
+    settings = bench.resolve_settings("coil20", args)
+    b = bench.Bench(data=types.SimpleNamespace(X=X, y=y, name="toy"), load_s=0.0,
+                    settings=settings, args=args, device="cpu", n_clusters=3)
+    b._siamese[1] = (emb, {"raw_knn": 0.0, "siamese": 0.0})
+    init, stages = bench.start_init(b, 1)
+    assert {"siamese", "consensus"} <= set(stages)
+    calls = [(c["n_neighbors"], c["metric"]) for c in seen["calls"]]
+    assert calls == [(nn, m) for nn in (3, 4, 5) for m in ("euclidean", "cosine", "correlation")
+                     ] + [(nn, "euclidean") for nn in (3, 4, 5)]
+    runs = np.vstack([
+        bench.umap_gmm_runs(X, 3, 1, n_neighbors=(3, 4, 5),
+                            metric=("euclidean", "cosine", "correlation"),
+                            n_init=settings.gmm_n_init),
+        bench.umap_gmm_runs(emb, 3, 1, n_neighbors=(3, 4, 5), n_init=settings.gmm_n_init)])
+    assert (init.labels == bench.coassociation_labels(runs, 3)).all()
+    assert score_clustering(y, init.labels).acc == 1.0
+
+
 def test_likelihood_flags_reach_the_models(bench):
     """``--likelihood`` / ``--likelihood-scale`` set the AE / DGG / VaDE likelihood."""
     ap = bench.build_parser()
