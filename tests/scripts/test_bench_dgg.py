@@ -186,14 +186,15 @@ def test_unknown_method_is_refused(bench, capsys):
 
 
 def test_recommended_flags_can_be_switched_off(bench):
-    """MNIST recommends mutual, augmented Siamese pairs; ``--no-siamese-*`` turns them off."""
+    """MNIST (and COIL-20) recommend mutual, augmented Siamese pairs; ``--no-siamese-*`` turns
+    them off; 20 Newsgroups keeps plain pairs."""
     ap = bench.build_parser()
     on = bench.resolve_settings("mnist", ap.parse_args([]))
     assert on.siamese_mutual is True and on.siamese_augment is True
     off = bench.resolve_settings("mnist", ap.parse_args(["--no-siamese-mutual",
                                                          "--no-siamese-augment"]))
     assert off.siamese_mutual is False and off.siamese_augment is False
-    assert bench.resolve_settings("coil20", ap.parse_args([])).siamese_mutual is False
+    assert bench.resolve_settings("20news", ap.parse_args([])).siamese_mutual is False
 
 
 def test_umap_siamese_start_clusters_the_seeds_siamese_embedding(bench, tmp_path, monkeypatch,
