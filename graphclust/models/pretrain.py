@@ -196,10 +196,10 @@ class UMAPGMMInit:
     -----
     With several ``n_neighbors`` or metrics, every (``n_neighbors``, ``metric``) pair gets
     its own UMAP + GMM run (with its own seed drawn from ``random_state``) and the start is
-    their consensus, :func:`~graphclust.models.consensus.coassociation_labels`. Single runs
-    on COIL-20's pixels vary from 0.80 to 0.92 ACC with the seed and the neighbourhood; the
-    consensus of nine (``n_neighbors`` 3, 4, 5 with three metrics) scored 0.931-0.942 on three
-    seeds (BENCHMARKS.md).
+    their consensus, :func:`~graphclust.models.consensus.coassociation_labels`. In a scratch
+    check on COIL-20's pixels (three seeds, three GMM restarts), single runs scored 0.77 to
+    0.92 ACC with the seed, the neighbourhood and the metric; the consensus of nine
+    (``n_neighbors`` 3, 4, 5 with three metrics) 0.92-0.94 (BENCHMARKS.md, COIL-20).
     """
 
     def __init__(
