@@ -812,7 +812,7 @@ _MODEL_DOC = """
         Latent dimension.
     likelihood : {"auto", "bernoulli", "gaussian", "multinomial"} or Likelihood
         ``auto``: Bernoulli when every value lies in [0, 1], else Gaussian.
-    init : {"gmm", "umap", "umap-input"} or callable
+    init : {"gmm", "umap", "umap-input", "umap-input-consensus"} or callable
         Clustering that starts the model (as for DGG).
     n_epochs, batch_size, lr, weight_decay, lr_step, lr_gamma :
         Adam with ``StepLR(lr_step, lr_gamma)``; ``batch_size`` anchors per batch.
