@@ -164,6 +164,10 @@ class Settings:
         kNN graph (``siamese_neighbors`` per node, the graph that mines the Siamese
         positives; :func:`~graphclust.models.pretrain.merge_along_graph`), so the pixels,
         not the embedding that glued them, decide where a part belongs.
+    siamese_run_weight : float
+        ``consensus-siamese`` only: the weight of each Siamese-embedding run in the consensus,
+        relative to an input run (3: the three Siamese runs weigh as much as the nine input
+        runs together).
     label_epochs : int
         Epochs of fitting the model to the start's labels before the head (DGG's
         ``label_epochs``; 0: none).
@@ -194,6 +198,7 @@ class Settings:
     umap_neighbors: int = 20
     gmm_n_init: int = 1
     start_overcluster: int = 1
+    siamese_run_weight: float = 1.0
     label_epochs: int = 0
     label_weight: float = 0.0
     grad_clip: float | None = 10.0
@@ -218,6 +223,9 @@ class Settings:
                 f"hidden must be positive widths, e.g. 500,500,2000; got {self.hidden}")
         if not self.lr > 0:
             raise GraphclustError(f"lr must be > 0, got {self.lr}")
+        if not (math.isfinite(self.siamese_run_weight) and self.siamese_run_weight > 0):
+            raise GraphclustError(
+                f"siamese_run_weight must be a finite number > 0, got {self.siamese_run_weight}")
         if not self.label_weight >= 0:
             raise GraphclustError(f"label_weight must be >= 0, got {self.label_weight}")
         if self.grad_clip is not None and not self.grad_clip > 1:
@@ -257,12 +265,14 @@ RECOMMENDED: dict[str, Settings] = {
     # same starts (87.71). The consensus of nine pixel-UMAP runs and three runs of a mutual,
     # augmented Siamese embedding starts at 95.00 +- 0.68 (the two toy cars that every pixel
     # start merges come apart in that embedding); DGG 94.70 +- 0.86 on a k = 5 graph of the
-    # embedding (purity 0.973), 94.61 +- 0.83 with k = 10 (BENCHMARKS.md)
+    # embedding (purity 0.973), 94.61 +- 0.83 with k = 10. With the three Siamese runs
+    # weighing as much as the nine pixel runs (weight 3 each, picked from scratch starts of
+    # the same three seeds): start 97.29, DGG 97.06 +- 2.33 (BENCHMARKS.md)
     "coil20": Settings(pretrain_epochs=200, pretrain_batch_size=64, epochs=100, batch_size=128,
                        n_neighbors=5, siamese_epochs=100, siamese_neighbors=5,
                        siamese_mutual=True, siamese_augment=True,
                        init="consensus-siamese", umap_neighbors=5, gmm_n_init=10,
-                       label_epochs=50, label_weight=10.0),
+                       siamese_run_weight=3.0, label_epochs=50, label_weight=10.0),
     "reuters10k": Settings(pretrain_epochs=50, epochs=50, siamese_epochs=20),
     "har": Settings(pretrain_epochs=50, epochs=50, siamese_epochs=20),
 }
@@ -710,7 +720,9 @@ def start_init(b: Bench, seed: int) -> tuple[Any, dict[str, float]]:
             umap_gmm_runs(emb, b.n_clusters, seed, n_neighbors=grid.n_neighbors,
                           n_init=s.gmm_n_init, verbose=b.args.verbose),
         ])
-        labels = coassociation_labels(runs, b.n_clusters)
+        n_input = len(grid.n_neighbors) * len(grid.metric)
+        weights = np.r_[np.ones(n_input), np.full(runs.shape[0] - n_input, s.siamese_run_weight)]
+        labels = coassociation_labels(runs, b.n_clusters, weights=weights)
         return LabelsInit(labels), {**stages, "consensus": time.perf_counter() - t0}
     n_parts = b.n_clusters * s.start_overcluster
     if n_parts > b.X.shape[0]:
@@ -1075,6 +1087,7 @@ def resolve_settings(name: str, args: argparse.Namespace) -> Settings:
         "siamese_epochs": args.siamese_epochs, "siamese_neighbors": args.siamese_neighbors,
         "umap_neighbors": args.umap_neighbors, "gmm_n_init": args.gmm_n_init,
         "start_overcluster": args.start_overcluster,
+        "siamese_run_weight": args.siamese_run_weight,
         "label_epochs": args.label_epochs, "label_weight": args.label_weight,
         "siamese_mutual": args.siamese_mutual,
         "siamese_augment": args.siamese_augment, "likelihood": args.likelihood,
@@ -1121,6 +1134,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "largest of their three)")
     g.add_argument("--gmm-n-init", type=int, default=None,
                    help="restarts of the GMM of the UMAP starts (best kept)")
+    g.add_argument("--siamese-run-weight", type=float, default=None,
+                   help="consensus-siamese start: weight of each Siamese-embedding run, "
+                        "relative to an input run (default 1)")
     g.add_argument("--start-overcluster", type=int, default=None,
                    help="umap-siamese start: GMM components per cluster, merged back along "
                         "the raw-feature kNN graph (1: no merging)")

@@ -278,10 +278,10 @@ def test_overclustered_siamese_start_is_merged_along_the_pixel_graph(bench, fake
         bench.Settings(start_overcluster=0).validate()
 
 
-def test_consensus_siamese_start_joins_input_and_embedding_runs(bench, fake_umap):
+def test_consensus_siamese_start_joins_input_and_embedding_runs(bench, fake_umap, monkeypatch):
     """``--init consensus-siamese``: nine UMAP + GMM runs of the input (three neighbourhoods
     ending at ``umap_neighbors``, three metrics) and three of the seed's Siamese embedding
-    (euclidean), joined by :func:`coassociation_labels`."""
+    (euclidean, each weighted ``siamese_run_weight``), joined by :func:`coassociation_labels`."""
     import types
 
     seen = fake_umap()  # the identity: the embedding is the test's
@@ -304,8 +304,25 @@ def test_consensus_siamese_start_joins_input_and_embedding_runs(bench, fake_umap
                             metric=("euclidean", "cosine", "correlation"),
                             n_init=settings.gmm_n_init),
         bench.umap_gmm_runs(emb, 3, 1, n_neighbors=(3, 4, 5), n_init=settings.gmm_n_init)])
-    assert (init.labels == bench.coassociation_labels(runs, 3)).all()
+    weights = [1.0] * 9 + [settings.siamese_run_weight] * 3
+    assert (init.labels == bench.coassociation_labels(runs, 3, weights=weights)).all()
     assert score_clustering(y, init.labels).acc == 1.0
+    # the weight reaches the consensus: the Siamese runs alone decide when they outweigh
+    # the input runs, whose labels a stand-in makes useless
+    heavy = bench.dataclasses.replace(settings, siamese_run_weight=100.0)
+    b.settings = heavy
+    useless = np.zeros((9, 90), dtype=np.int64)
+    useless[:, ::2] = 1
+    real_runs = bench.umap_gmm_runs
+
+    def input_runs_useless(features, *a, **k):
+        return useless if features is X else real_runs(features, *a, **k)
+
+    monkeypatch.setattr(bench, "umap_gmm_runs", input_runs_useless)
+    assert score_clustering(y, bench.start_init(b, 1)[0].labels).acc == 1.0
+    for bad in (0.0, -1.0, float("nan")):
+        with pytest.raises(GraphclustError, match="siamese_run_weight"):
+            bench.dataclasses.replace(settings, siamese_run_weight=bad).validate()
 
 
 def test_likelihood_flags_reach_the_models(bench):
