@@ -714,15 +714,15 @@ def start_init(b: Bench, seed: int) -> tuple[Any, dict[str, float]]:
     t0 = time.perf_counter()
     if s.init == "consensus-siamese":
         grid = named_init("umap-input-consensus", s.umap_neighbors, s.gmm_n_init)
-        runs = np.vstack([
-            umap_gmm_runs(b.X, b.n_clusters, seed, n_neighbors=grid.n_neighbors,
-                          metric=grid.metric, n_init=s.gmm_n_init, verbose=b.args.verbose),
-            umap_gmm_runs(emb, b.n_clusters, seed, n_neighbors=grid.n_neighbors,
-                          n_init=s.gmm_n_init, verbose=b.args.verbose),
-        ])
-        n_input = len(grid.n_neighbors) * len(grid.metric)
-        weights = np.r_[np.ones(n_input), np.full(runs.shape[0] - n_input, s.siamese_run_weight)]
-        labels = coassociation_labels(runs, b.n_clusters, weights=weights)
+        input_runs = umap_gmm_runs(b.X, b.n_clusters, seed, n_neighbors=grid.n_neighbors,
+                                   metric=grid.metric, n_init=s.gmm_n_init,
+                                   verbose=b.args.verbose)
+        siamese_runs = umap_gmm_runs(emb, b.n_clusters, seed, n_neighbors=grid.n_neighbors,
+                                     n_init=s.gmm_n_init, verbose=b.args.verbose)
+        weights = np.r_[np.ones(len(input_runs)),
+                        np.full(len(siamese_runs), s.siamese_run_weight)]
+        labels = coassociation_labels(np.vstack([input_runs, siamese_runs]), b.n_clusters,
+                                      weights=weights)
         return LabelsInit(labels), {**stages, "consensus": time.perf_counter() - t0}
     n_parts = b.n_clusters * s.start_overcluster
     if n_parts > b.X.shape[0]:

@@ -67,8 +67,6 @@ def _average_linkage_merges(between: np.ndarray, sizes: np.ndarray) -> list[tupl
             between[:, keep] += between[:, gone]
             sizes[keep] += sizes[gone]
             active[gone] = False
-            between[gone] = 0.0
-            between[:, gone] = 0.0
         else:
             chain.append(b)
     return merges
@@ -101,6 +99,8 @@ def coassociation_labels(label_sets, n_clusters: int, weights=None,
     labels : ndarray of int64, shape (n_samples,)
         Group of each row, numbered ``0..n_clusters - 1`` in order of first appearance.
     """
+    from graphclust.data.synthetic import relabel_first_appearance
+
     L = _check_label_sets(label_sets)
     n_runs, n = L.shape
     w = np.ones(n_runs) if weights is None else np.asarray(weights, dtype=np.float64)
@@ -140,8 +140,4 @@ def coassociation_labels(label_sets, n_clusters: int, weights=None,
         _, a, b = merges[t]
         ra, rb = root(a), root(b)
         parent[max(ra, rb)] = min(ra, rb)
-    groups = np.array([root(a) for a in range(m)])[inverse]
-    _, first, renumbered = np.unique(groups, return_index=True, return_inverse=True)
-    rank = np.empty(first.shape[0], dtype=np.int64)
-    rank[np.argsort(first, kind="stable")] = np.arange(first.shape[0])
-    return rank[renumbered.reshape(-1)]
+    return relabel_first_appearance(np.array([root(a) for a in range(m)])[inverse])

@@ -380,6 +380,8 @@ def merge_along_graph(
     import scipy.sparse as sp
     from scipy.cluster.hierarchy import cut_tree, linkage
 
+    from graphclust.data.synthetic import relabel_first_appearance
+
     labels = np.asarray(labels)
     nbrs = np.asarray(neighbors)
     if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
@@ -417,10 +419,8 @@ def merge_along_graph(
     dist = sim[iu].max() - sim[iu]  # condensed, in scipy's pair order
     # cut by merge order, so tied heights still leave exactly n_clusters groups
     groups = cut_tree(linkage(dist, method="average"), n_clusters=n_clusters)[:, 0]
-    _, first = np.unique(groups, return_index=True)
-    renumber = np.empty(groups.max() + 1, dtype=np.int64)
-    renumber[groups[np.sort(first)]] = np.arange(n_clusters)
-    return renumber[groups][labels]
+    # groups[f] is fine cluster f's group: first appearance = smallest fine label
+    return relabel_first_appearance(groups)[labels]
 
 
 #: names of the starting clusterings (:func:`named_init`)
